@@ -43,10 +43,11 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 def gelu(x: Tensor) -> Tensor:
     """GELU, tanh approximation (GPT-2): 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))."""
     c = math.sqrt(2.0 / math.pi)
-    t = xp.tanh(c * (x.data + 0.044715 * x.data ** 3))
+    x2 = x.data * x.data  # x * x, not x ** 2: NumPy's float32 power is ~100x slower
+    t = xp.tanh(c * x.data * (1 + 0.044715 * x2))
 
     def backward(g):
-        dt = (1 - t * t) * c * (1 + 3 * 0.044715 * x.data ** 2)
+        dt = (1 - t * t) * c * (1 + 3 * 0.044715 * x2)
         return (g * (0.5 * (1 + t) + 0.5 * x.data * dt),)
 
     return Tensor._make(0.5 * x.data * (1 + t), (x,), backward, "gelu")
