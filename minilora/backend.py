@@ -89,6 +89,11 @@ def dtype(name: str | None = None):
     return getattr(xp.module, name or DEFAULT_FLOAT)
 
 
+def dtype_name(dtype_obj) -> str:
+    """``"float32"`` for any namespace's float32 dtype object."""
+    return str(dtype_obj).split(".")[-1]
+
+
 def to_numpy(x) -> np.ndarray:
     """Explicit host transfer: any backend array (or scalar) to a NumPy array."""
     if isinstance(x, np.ndarray):

@@ -1,0 +1,198 @@
+"""The LoRA update (Hu et al. 2021, Section 4.1) as a layer that wraps a frozen ``Linear``.
+
+    h = W0 x + ΔW x = W0 x + scaling · B A x,   W0 ∈ R^{out×in}, B ∈ R^{out×r}, A ∈ R^{r×in}
+
+``scaling = lora_alpha / r`` (or ``lora_alpha / √r`` with ``use_rslora``, Kalajdzievski 2023).
+B starts at zero, so the adapted model starts out exactly equal to the base model. Unmerged,
+the layer computes ``B (A x)``: two thin products, never the (out × in) matrix ``B A``. Merged,
+``W = W0 + scaling · B A`` is stored and the layer costs what the base layer costs.
+
+Names and layout follow PEFT (``lora_A``, ``lora_B``, ``scaling``, ``base_layer``, adapters by name,
+``merge()``/``unmerge()``), so what is learned here reads the same in PEFT's source.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+
+from . import backend
+from .backend import xp
+from .nn import Dropout, Linear, Module, ModuleDict
+from .tensor import Tensor
+
+INIT_CHOICES = (True, False, "gaussian", "pissa")
+
+
+@dataclass
+class LoraConfig:
+    """What to adapt and how; field names and defaults are PEFT's ``LoraConfig``."""
+
+    r: int = 8  # rank of the update ΔW = B A
+    lora_alpha: float = 8  # scaling = lora_alpha / r (lora_alpha / √r with use_rslora)
+    target_modules: list[str] | str | None = None  # names, a regex, or "all-linear"; None: q_proj, v_proj
+    lora_dropout: float = 0.0  # dropout on the LoRA branch's input only
+    use_rslora: bool = False  # rank-stabilized scaling lora_alpha / √r
+    init_lora_weights: bool | str = True  # True: Kaiming-uniform A; "gaussian"; "pissa"; False: B ≠ 0
+    bias: str = "none"  # which biases train: "none", "all", or "lora_only" (of adapted layers)
+    rank_pattern: dict = field(default_factory=dict)  # regex of module name -> its own r
+    alpha_pattern: dict = field(default_factory=dict)  # regex of module name -> its own lora_alpha
+
+    def __post_init__(self):
+        if self.target_modules is None:
+            self.target_modules = ["q_proj", "v_proj"]  # PEFT's default for LLaMA-style models
+        ranks = [self.r, *self.rank_pattern.values()]
+        alphas = [self.lora_alpha, *self.alpha_pattern.values()]
+        if any(not isinstance(r, int) or isinstance(r, bool) or r <= 0 for r in ranks):
+            raise ValueError(f"LoraConfig: r must be a positive integer, got {ranks}")
+        if any(a <= 0 for a in alphas):
+            raise ValueError(f"LoraConfig: lora_alpha must be positive, got {alphas}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"LoraConfig: lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.init_lora_weights not in INIT_CHOICES or isinstance(self.init_lora_weights, int) \
+                and not isinstance(self.init_lora_weights, bool):
+            raise ValueError(f"LoraConfig: init_lora_weights must be one of {INIT_CHOICES}, "
+                             f"got {self.init_lora_weights!r}")
+        if self.bias not in ("none", "all", "lora_only"):
+            raise ValueError(f"LoraConfig: bias must be 'none', 'all' or 'lora_only', "
+                             f"got {self.bias!r}")
+
+    def rank_for(self, module_name: str) -> int:
+        return _pattern_value(self.rank_pattern, module_name, self.r)
+
+    def alpha_for(self, module_name: str) -> float:
+        return _pattern_value(self.alpha_pattern, module_name, self.lora_alpha)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _pattern_value(patterns: dict, name: str, default):
+    """PEFT's rule: a key matches a module whose name ends with it (as a regex)."""
+    for key, value in patterns.items():
+        if re.match(rf"(.*\.)?{key}$", name):
+            return value
+    return default
+
+
+def lora_scaling(r: int, lora_alpha: float, use_rslora: bool = False) -> float:
+    """alpha / r (the paper), or alpha / √r (rsLoRA: keeps the update's size stable in r)."""
+    return lora_alpha / math.sqrt(r) if use_rslora else lora_alpha / r
+
+
+class LoraLinear(Module):
+    """A frozen ``base_layer`` plus named low-rank adapters: y = base(x) + Σ scaling · B(A(x))."""
+
+    def __init__(self, base_layer: Linear):
+        super().__init__()
+        self.base_layer = base_layer
+        self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
+        self.lora_A, self.lora_B, self.lora_dropout = ModuleDict(), ModuleDict(), ModuleDict()
+        self.r: dict[str, int] = {}
+        self.lora_alpha: dict[str, float] = {}
+        self.scaling: dict[str, float] = {}
+        self.active_adapters: list[str] = []
+        self.merged_adapters: list[str] = []
+        self.disable_adapters = False
+
+    @property
+    def merged(self) -> bool:
+        return bool(self.merged_adapters)
+
+    def update_layer(self, adapter_name: str, r: int, lora_alpha: float, lora_dropout: float = 0.0,
+                     init_lora_weights=True, use_rslora: bool = False,
+                     generator: backend.Generator | None = None) -> None:
+        """Add adapter ``adapter_name``: A (r, in), B (out, r), initialized as asked.
+
+        True: A ~ U(−1/√in, 1/√in) (Kaiming-uniform, a = √5, as loralib and PEFT), B = 0.
+        "gaussian": A ~ N(0, 1/r²) (the paper's Gaussian; PEFT's std), B = 0.
+        "pissa": A, B from the top-r singular triplets of W0; W0 keeps only the residual.
+        False: A and B both random (ΔW ≠ 0 from the start; for debugging and tests).
+        """
+        if adapter_name in self.lora_A:
+            raise ValueError(f"adapter {adapter_name!r} already exists in this layer")
+        gen = generator or backend.default_generator()
+        dtype = backend.dtype_name(self.base_layer.weight.dtype)
+        A = Linear(self.in_features, r, bias=False, generator=gen, dtype=dtype)  # U(±1/√in)
+        B = Linear(r, self.out_features, bias=False, generator=gen, dtype=dtype)  # U(±1/√r)
+        scaling = lora_scaling(r, lora_alpha, use_rslora)
+        if init_lora_weights == "gaussian":
+            A.weight.data = gen.normal(A.weight.shape, std=1.0 / r, dtype=dtype)
+        if init_lora_weights in (True, "gaussian"):
+            B.weight.data = xp.zeros_like(B.weight.data)
+        elif init_lora_weights == "pissa":
+            W0 = self.base_layer.weight.data
+            U, S, Vh = xp.linalg.svd(W0, full_matrices=False)  # W0 = U diag(S) Vh
+            root = xp.sqrt(S[:r] / scaling)  # split √(S/scaling) between B and A
+            A.weight.data = root[:, None] * Vh[:r, :]  # (r, in)
+            B.weight.data = U[:, :r] * root[None, :]  # (out, r)
+            self.base_layer.weight.data = W0 - scaling * xp.matmul(B.weight.data, A.weight.data)
+        self.lora_A[adapter_name], self.lora_B[adapter_name] = A, B
+        self.lora_dropout[adapter_name] = Dropout(lora_dropout, generator=gen)
+        self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
+        self.scaling[adapter_name] = scaling
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        if adapter_name in self.merged_adapters:
+            raise ValueError(f"adapter {adapter_name!r} is merged; unmerge() before deleting it")
+        for table in (self.lora_A, self.lora_B, self.lora_dropout):
+            del table[adapter_name]
+        for table in (self.r, self.lora_alpha, self.scaling):
+            del table[adapter_name]
+        self.active_adapters = [a for a in self.active_adapters if a != adapter_name]
+
+    def forward(self, x: Tensor) -> Tensor:
+        result = self.base_layer(x)  # W0 x + b (W0 already includes any merged ΔW)
+        if self.disable_adapters:
+            if self.merged:
+                raise RuntimeError("adapters are merged into the base weight; unmerge() before "
+                                   "running the base model alone")
+            return result
+        for name in self.active_adapters:
+            if name in self.merged_adapters:
+                continue
+            A, B = self.lora_A[name], self.lora_B[name]
+            # Scale the thin (N, r) intermediate rather than the (N, out) result: same ΔW x,
+            # fewer multiplications.
+            result = result + B(A(self.lora_dropout[name](x)) * self.scaling[name])
+        return result
+
+    def delta_weight(self, adapter_name: str | None = None):
+        """ΔW = scaling · B A, an (out, in) array: the matrix the adapter adds to W0."""
+        name = adapter_name or self.active_adapters[0]
+        B, A = self.lora_B[name].weight.data, self.lora_A[name].weight.data
+        return self.scaling[name] * xp.matmul(B, A)  # (out, r) @ (r, in) -> (out, in)
+
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        """W ← W0 + Σ ΔW over the active (or named) adapters: zero added inference latency.
+
+        ``safe_merge`` computes the merged weight first and refuses non-finite values, leaving
+        the layer untouched.
+        """
+        names = list(adapter_names or self.active_adapters)
+        for name in names:
+            if name not in self.lora_A:
+                raise ValueError(f"no adapter named {name!r}; this layer has {list(self.lora_A)}")
+            if name in self.merged_adapters:
+                raise ValueError(f"adapter {name!r} is already merged; unmerge() first")
+        W = self.base_layer.weight.data
+        for name in names:
+            W = W + self.delta_weight(name)
+        if safe_merge and not bool(xp.all(xp.isfinite(W))):
+            raise ValueError(f"safe_merge: merging {names} gives NaN or infinite weights; "
+                             f"the layer is unchanged")
+        self.base_layer.weight.data = W
+        self.merged_adapters.extend(names)
+
+    def unmerge(self) -> None:
+        """W ← W − Σ ΔW over the merged adapters (the inverse of merge(), to round-off)."""
+        if not self.merged:
+            raise ValueError("unmerge(): no adapter is merged into this layer")
+        W = self.base_layer.weight.data
+        for name in reversed(self.merged_adapters):
+            W = W - self.delta_weight(name)
+        self.base_layer.weight.data = W
+        self.merged_adapters = []
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{n}: r={self.r[n]}, scaling={self.scaling[n]:g}" for n in self.r)
