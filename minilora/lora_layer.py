@@ -80,6 +80,19 @@ def lora_scaling(r: int, lora_alpha: float, use_rslora: bool = False) -> float:
     return lora_alpha / math.sqrt(r) if use_rslora else lora_alpha / r
 
 
+def pissa_factors(W0, r: int, scaling: float):
+    """PiSSA (Meng et al. 2024): A, B from W0's top-r singular triplets, and the residual base.
+
+    W0 = U diag(S) Vh; A = √(S_r/s) Vh_r, B = U_r √(S_r/s), so s·B A is W0's best rank-r part
+    and W0 − s·B A (what the frozen base keeps) is the rest.
+    """
+    U, S, Vh = xp.linalg.svd(W0, full_matrices=False)
+    root = xp.sqrt(S[:r] / scaling)  # split √(S/scaling) between B and A
+    A = root[:, None] * Vh[:r, :]  # (r, in)
+    B = U[:, :r] * root[None, :]  # (out, r)
+    return A, B, W0 - scaling * xp.matmul(B, A)
+
+
 class LoraLinear(Module):
     """A frozen ``base_layer`` plus named low-rank adapters: y = base(x) + Σ scaling · B(A(x))."""
 
@@ -121,12 +134,8 @@ class LoraLinear(Module):
         if init_lora_weights in (True, "gaussian"):
             B.weight.data = xp.zeros_like(B.weight.data)
         elif init_lora_weights == "pissa":
-            W0 = self.base_layer.weight.data
-            U, S, Vh = xp.linalg.svd(W0, full_matrices=False)  # W0 = U diag(S) Vh
-            root = xp.sqrt(S[:r] / scaling)  # split √(S/scaling) between B and A
-            A.weight.data = root[:, None] * Vh[:r, :]  # (r, in)
-            B.weight.data = U[:, :r] * root[None, :]  # (out, r)
-            self.base_layer.weight.data = W0 - scaling * xp.matmul(B.weight.data, A.weight.data)
+            A.weight.data, B.weight.data, self.base_layer.weight.data = pissa_factors(
+                self.base_layer.weight.data, r, scaling)
         self.lora_A[adapter_name], self.lora_B[adapter_name] = A, B
         self.lora_dropout[adapter_name] = Dropout(lora_dropout, generator=gen)
         self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha

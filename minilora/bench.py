@@ -1,0 +1,422 @@
+"""``minilora bench``: how fast the engine trains and infers, measured against the machine's limit.
+
+A GPT training step is mostly matrix products, so the physical limit is the BLAS's float32 GEMM
+rate. The bench measures, side by side in one process and as medians over interleaved repeats:
+
+* the GEMM peak through the backend (GFLOP/s at a few sizes);
+* a training step (forward, cross-entropy, backward, AdamW), full fine-tuning and LoRA (r = 8 on
+  q_proj, v_proj): step time, tokens/s, achieved GFLOP/s from :func:`matmul_flops`, and the
+  fraction of the GEMM peak that is;
+* inference: base vs LoRA unmerged vs LoRA merged (Section 4.2: merging adds no latency);
+* memory of one training step (tracemalloc sees NumPy's allocations), with its parts;
+* if PyTorch is installed, the identical model in PyTorch eager with the same thread count.
+
+``minilora bench --quick`` runs tiny configs once or twice: a smoke test, not a measurement.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+import tracemalloc
+
+from . import functional as F
+from .backend import Generator, to_numpy, xp
+from .model import GPT, GPTConfig
+from .optim import AdamW
+from .tensor import no_grad
+
+LORA = dict(r=8, lora_alpha=8, target_modules=("q_proj", "v_proj"))  # the paper's GPT-3 setting
+
+# name -> (model config, batch size); the sequence length is the block size
+CONFIGS = {
+    "sweep": (GPTConfig(vocab_size=67, block_size=17, n_layer=2, n_head=4, n_embd=128), 32),
+    "small": (GPTConfig(vocab_size=64, block_size=64, n_layer=4, n_head=4, n_embd=128), 32),
+    "medium": (GPTConfig(vocab_size=64, block_size=128, n_layer=6, n_head=8, n_embd=256), 16),
+    "tiny": (GPTConfig(vocab_size=16, block_size=8, n_layer=2, n_head=2, n_embd=32), 4),
+}
+DEFAULT_CONFIGS = ("sweep", "small", "medium")
+GEMM_SIZES = ((512, 512, 512), (1024, 1024, 1024), (2048, 256, 1024), (2048, 1024, 256))
+QUICK_GEMM_SIZES = ((64, 64, 64), (128, 128, 128))
+
+
+# -- counting ---------------------------------------------------------------------------------
+def matmul_flops(cfg: GPTConfig, batch: int, seq: int, lora_r: int = 0,
+                 target_modules=("q_proj", "v_proj")) -> dict:
+    """FLOPs (2 per multiply-add) of the matrix products in one step of the GPT.
+
+    Forward: every Linear (2·N·in·out for N = batch·seq tokens) and attention's Q Kᵀ and P V
+    (2·B·T²·C each). Backward: dX = g W wherever the input needs a gradient, dW = gᵀ X only for
+    a trainable weight; with ``lora_r`` the base is frozen (no dW at all, and below layer 0's
+    adapters no dX either) and each adapted layer adds its thin products with A and B.
+    """
+    N, C, T = batch * seq, cfg.n_embd, seq
+    full = lora_r == 0
+    flops = {"forward": 0, "backward": 0}
+
+    def linear(fin: int, fout: int, name: str, grad_in: bool) -> bool:
+        """Count one Linear; returns whether its output needs a gradient."""
+        adapted = not full and name in target_modules
+        dense = 2 * N * fin * fout
+        flops["forward"] += dense
+        flops["backward"] += dense * grad_in + dense * full  # dX; dW only when W trains
+        if adapted:  # h = x Aᵀ (N, r), y += s h Bᵀ; backward dB, dh, dA, and dX if needed
+            a, b = 2 * N * fin * lora_r, 2 * N * lora_r * fout
+            flops["forward"] += a + b
+            flops["backward"] += 2 * b + a + a * grad_in
+        return grad_in or full or adapted
+
+    attn = 2 * batch * T * T * C  # Q Kᵀ over all heads: B·H·T·T·(C/H) multiply-adds
+    stream = full  # does the residual stream need a gradient? (embeddings train in full FT)
+    for _ in range(cfg.n_layer):
+        q, k, v = (linear(C, C, n, stream) for n in ("q_proj", "k_proj", "v_proj"))
+        flops["forward"] += 2 * attn  # S = Q Kᵀ, O = P V
+        flops["backward"] += attn * (v + (q or k) + q + k)  # dV, dP, dQ, dK
+        o = linear(C, C, "o_proj", q or k or v)
+        stream = stream or o
+        up = linear(C, cfg.mlp_ratio * C, "up_proj", stream)
+        stream = stream or linear(cfg.mlp_ratio * C, C, "down_proj", up)
+    linear(C, cfg.vocab_size, "lm_head", stream)
+    flops["total"] = flops["forward"] + flops["backward"]
+    return flops
+
+
+def _nbytes(a) -> int:
+    return int(a.size) * a.dtype.itemsize
+
+
+# -- timing -----------------------------------------------------------------------------------
+def _time_side_by_side(cases: dict, repeats: int, min_sample_s: float) -> dict:
+    """Median seconds per call of each ``cases[name]()``, repeats interleaved across cases.
+
+    Interleaving spreads a noisy neighbour's load over every case alike. One sample runs a case
+    ``inner`` times, enough to last ``min_sample_s``, so short steps are not timer noise.
+    """
+    inner = {}
+    for name, fn in cases.items():  # warm-up: allocates optimizer state, fills caches
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        inner[name] = max(1, round(min_sample_s / max(time.perf_counter() - t0, 1e-9)))
+    samples = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            t0 = time.perf_counter()
+            for _ in range(inner[name]):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / inner[name])
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def gemm_peak(sizes, repeats: int, min_sample_s: float, torch=None) -> dict:
+    """float32 ``(m, k) @ (k, n)`` GFLOP/s through the backend (and PyTorch, if given)."""
+    gen = Generator(0)
+    cases, flops = {}, {}
+    for m, k, n in sizes:
+        a, b = gen.normal((m, k)), gen.normal((k, n))
+        key = f"{m}x{k}x{n}"
+        flops[key] = 2 * m * k * n
+        cases[key] = lambda a=a, b=b: xp.matmul(a, b)
+        if torch is not None:
+            ta, tb = torch.from_numpy(to_numpy(a)), torch.from_numpy(to_numpy(b))
+            cases["torch " + key] = lambda ta=ta, tb=tb: torch.matmul(ta, tb)
+    times = _time_side_by_side(cases, repeats, min_sample_s)
+    rows = []
+    for key, f in flops.items():
+        row = {"shape": key, "seconds": times[key], "gflops": f / times[key] / 1e9}
+        if torch is not None:
+            row["torch_gflops"] = f / times["torch " + key] / 1e9
+        rows.append(row)
+    return {"sizes": rows, "peak_gflops": max(r["gflops"] for r in rows),
+            "torch_peak_gflops": max(r["torch_gflops"] for r in rows) if torch else None}
+
+
+# -- the models under test --------------------------------------------------------------------
+def _lora_api():
+    try:
+        from .lora import LoraConfig, get_lora_model
+    except ImportError:
+        return None
+    return LoraConfig, get_lora_model
+
+
+def _minilora_model(cfg: GPTConfig, mode: str):
+    """A GPT with ``mode`` "full", "lora" (unmerged) or "merged"."""
+    model = GPT(cfg, seed=0)
+    if mode == "full":
+        return model
+    LoraConfig, get_lora_model = _lora_api()
+    lm = get_lora_model(model, LoraConfig(r=LORA["r"], lora_alpha=LORA["lora_alpha"],
+                                          target_modules=list(LORA["target_modules"])), seed=0)
+    if mode == "merged":
+        lm.merge_adapter()
+    return lm
+
+
+def _minilora_step(model, opt, x, y):
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def _torch_step(torch, model, opt, x, y):
+    logits = model(x)
+    loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def training_memory(model, x, y) -> dict:
+    """Bytes of one training step, with its parts; parameters and optimizer state exist before.
+
+    ``activations``: what the graph holds after the forward pass; ``step_peak``: the most the
+    step allocated at once (activations, gradients and temporaries; tracemalloc's peak).
+    """
+    opt = AdamW(model.parameters(), lr=1e-3)
+    _minilora_step(model, opt, x, y)  # allocates the optimizer state
+    opt.zero_grad()
+    params = sum(_nbytes(p.data) for p in model.parameters())
+    tracemalloc.start()
+    try:
+        loss = F.cross_entropy(model(x), y)
+        activations = tracemalloc.get_traced_memory()[0]
+        loss.backward()
+        grads = sum(_nbytes(p.grad) for p in model.parameters() if p.grad is not None)
+        opt.step()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    states = opt.state_bytes()
+    return {"parameters": params, "gradients": grads, "optimizer_states": states,
+            "activations": activations, "step_peak": peak, "total_peak": params + states + peak}
+
+
+def bench_config(name: str, repeats: int, min_sample_s: float, torch=None) -> dict:
+    cfg, batch = CONFIGS[name]
+    seq = cfg.block_size
+    gen = Generator(1)
+    x, y = gen.integers(0, cfg.vocab_size, (batch, seq)), gen.integers(0, cfg.vocab_size, (batch, seq))
+    modes = ("full", "lora") if _lora_api() else ("full",)
+    result = {"config": {k: getattr(cfg, k) for k in ("vocab_size", "n_embd", "n_layer", "n_head",
+                                                      "mlp_ratio")},
+              "batch": batch, "seq": seq, "tokens": batch * seq}
+
+    train = {mode: _minilora_model(cfg, mode) for mode in modes}
+    opts = {mode: AdamW(m.parameters(), lr=1e-3) for mode, m in train.items()}
+    cases = {mode: (lambda m=m, o=opts[mode]: _minilora_step(m, o, x, y))
+             for mode, m in train.items()}
+    if torch is not None:
+        from . import bench_torch
+        tx, ty = torch.from_numpy(to_numpy(x)), torch.from_numpy(to_numpy(y))
+        for mode in modes:
+            tm = bench_torch.build(cfg, lora_r=LORA["r"] if mode == "lora" else 0)
+            topt = torch.optim.AdamW([p for p in tm.parameters() if p.requires_grad], lr=1e-3)
+            cases["torch " + mode] = lambda tm=tm, o=topt: _torch_step(torch, tm, o, tx, ty)
+    times = _time_side_by_side(cases, repeats, min_sample_s)
+    result["train"] = {}
+    for mode in modes:
+        flops = matmul_flops(cfg, batch, seq, LORA["r"] if mode == "lora" else 0,
+                             LORA["target_modules"])["total"]
+        t = times[mode]
+        row = {"step_s": t, "tokens_per_s": batch * seq / t, "matmul_gflop": flops / 1e9,
+               "gflops": flops / t / 1e9,
+               "trainable_params": sum(p.numel() for p in train[mode].parameters()
+                                       if p.requires_grad)}
+        if torch is not None:
+            row["torch_step_s"] = times["torch " + mode]
+            row["over_torch"] = t / times["torch " + mode]
+        result["train"][mode] = row
+    if "lora" in modes:
+        result["train"]["lora_over_full"] = times["lora"] / times["full"]
+        result["train"]["flops_lora_over_full"] = (result["train"]["lora"]["matmul_gflop"]
+                                                   / result["train"]["full"]["matmul_gflop"])
+        if torch is not None:
+            result["train"]["torch_lora_over_full"] = times["torch lora"] / times["torch full"]
+
+    infer_modes = ("full", "lora", "merged") if "lora" in modes else ("full",)
+    infer = {mode: _minilora_model(cfg, mode).eval() for mode in infer_modes}
+
+    def forward(model):
+        with no_grad():
+            model(x)
+
+    cases = {mode: (lambda m=m: forward(m)) for mode, m in infer.items()}
+    if torch is not None:
+        tmodels = {mode: bench_torch.build(cfg, lora_r=LORA["r"] if mode != "full" else 0,
+                                           merged=mode == "merged").eval() for mode in infer_modes}
+
+        def torch_forward(model):
+            with torch.inference_mode():
+                model(tx)
+
+        cases.update({"torch " + mode: (lambda m=m: torch_forward(m))
+                      for mode, m in tmodels.items()})
+    times = _time_side_by_side(cases, repeats, min_sample_s)
+    names = {"full": "base", "lora": "lora_unmerged", "merged": "lora_merged"}
+    result["infer"] = {}
+    for mode in infer_modes:
+        row = {"forward_s": times[mode], "tokens_per_s": batch * seq / times[mode]}
+        if torch is not None:
+            row["torch_forward_s"] = times["torch " + mode]
+        result["infer"][names[mode]] = row
+    if "lora" in modes:
+        result["infer"]["unmerged_over_base"] = times["lora"] / times["full"]
+        result["infer"]["merged_over_base"] = times["merged"] / times["full"]
+
+    result["memory"] = {mode: training_memory(_minilora_model(cfg, mode), x, y) for mode in modes}
+    if "lora" in modes:
+        result["memory"]["lora_over_full"] = (result["memory"]["lora"]["total_peak"]
+                                              / result["memory"]["full"]["total_peak"])
+    return result
+
+
+# -- the environment --------------------------------------------------------------------------
+def environment() -> dict:
+    """Versions, the BLAS library and kernel that runs, threads, and the OpenBLAS variables."""
+    import numpy
+    env = {"python": platform.python_version(), "machine": platform.machine(),
+           "cpu_count": os.cpu_count(), "numpy": numpy.__version__, "backend": xp.name,
+           "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+           "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"), "blas": []}
+    try:
+        from threadpoolctl import threadpool_info  # optional: names the kernel that runs
+    except ImportError:
+        threadpool_info = None
+    if threadpool_info is not None:
+        env["blas"] = [{k: info.get(k) for k in ("internal_api", "version", "architecture",
+                                                  "num_threads", "threading_layer")}
+                       for info in threadpool_info() if info.get("user_api") == "blas"]
+    env["threads"] = env["blas"][0]["num_threads"] if env["blas"] else os.cpu_count()
+    return env
+
+
+def _import_torch(threads: int):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)  # the same thread count as NumPy's BLAS
+    return torch
+
+
+# -- the run, the table, the file -------------------------------------------------------------
+def run_bench(configs=DEFAULT_CONFIGS, repeats: int = 7, quick: bool = False,
+              use_torch: bool = True, log=print) -> dict:
+    """Everything the bench measures, as one JSON-ready dict."""
+    if quick:
+        configs, repeats = ("tiny",), min(repeats, 2)
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        raise ValueError(f"unknown bench config(s) {unknown}; choose from {sorted(CONFIGS)}")
+    min_sample_s = 0.0 if quick else 0.05
+    env = environment()
+    torch = _import_torch(env["threads"]) if use_torch else None
+    if torch is not None:
+        env.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                   torch_cpu_capability=torch.backends.cpu.get_cpu_capability())
+    result = {"settings": {"repeats": repeats, "quick": quick, "configs": list(configs),
+                           "lora": {**LORA, "target_modules": list(LORA["target_modules"])},
+                           "lora_available": _lora_api() is not None},
+              "env": env}
+    log("measuring the GEMM peak ...")
+    result["gemm"] = gemm_peak(QUICK_GEMM_SIZES if quick else GEMM_SIZES, repeats, min_sample_s,
+                               torch)
+    result["configs"] = {}
+    for name in configs:
+        log(f"measuring config {name!r} ...")
+        row = bench_config(name, repeats, min_sample_s, torch)
+        for mode in ("full", "lora"):
+            if mode in row["train"]:
+                row["train"][mode]["peak_fraction"] = (row["train"][mode]["gflops"]
+                                                       / result["gemm"]["peak_gflops"])
+        result["configs"][name] = row
+    return result
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:8.2f}"
+
+
+def format_table(result: dict) -> str:
+    """The bench as a plain-text table (what ``minilora bench`` prints)."""
+    env, gemm = result["env"], result["gemm"]
+    blas = ", ".join(f"{b['internal_api']} {b['version']} kernel {b['architecture']} "
+                     f"({b['num_threads']} threads)" for b in env["blas"]) or "unknown BLAS"
+    has_torch = "torch" in env
+    lines = [f"minilora bench: numpy {env['numpy']}, {blas}",
+             f"  OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}  "
+             f"OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}"
+             + (f"  | torch {env['torch']} ({env['torch_threads']} threads, "
+                f"{env['torch_cpu_capability']})" if has_torch else "  | torch not installed"),
+             f"  medians of {result['settings']['repeats']} interleaved repeats", "",
+             "GEMM float32 (m x k x n)   GFLOP/s" + ("   torch GFLOP/s" if has_torch else "")]
+    for row in gemm["sizes"]:
+        lines.append(f"  {row['shape']:<24}{row['gflops']:8.1f}"
+                     + (f"  {row['torch_gflops']:14.1f}" if has_torch else ""))
+    lines.append(f"  {'peak':<24}{gemm['peak_gflops']:8.1f}"
+                 + (f"  {gemm['torch_peak_gflops']:14.1f}" if has_torch else ""))
+    lines += ["", "training step (fwd + CE + bwd + AdamW)",
+              f"  {'config':<8}{'mode':<6}{'step ms':>9}{'tok/s':>10}{'GFLOP':>8}{'GFLOP/s':>9}"
+              f"{'%peak':>7}" + (f"{'torch ms':>10}{'/torch':>8}" if has_torch else "")]
+    for name, cfg in result["configs"].items():
+        train = cfg["train"]
+        for mode in ("full", "lora"):
+            if mode not in train:
+                continue
+            r = train[mode]
+            lines.append(f"  {name:<8}{mode:<6}{1e3 * r['step_s']:9.2f}{r['tokens_per_s']:10.0f}"
+                         f"{r['matmul_gflop']:8.2f}{r['gflops']:9.1f}{100 * r['peak_fraction']:6.1f}%"
+                         + (f"{1e3 * r['torch_step_s']:10.2f}{r['over_torch']:8.2f}"
+                            if has_torch else ""))
+        if "lora_over_full" in train:
+            lines.append(f"  {name:<8}lora/full {train['lora_over_full']:.3f} (matmul FLOPs "
+                         f"{train['flops_lora_over_full']:.3f}"
+                         + (f"; torch {train['torch_lora_over_full']:.3f})" if has_torch else ")"))
+    lines += ["", "inference forward (no_grad, eval)",
+              f"  {'config':<8}{'model':<15}{'ms':>9}{'tok/s':>10}"
+              + (f"{'torch ms':>10}" if has_torch else "")]
+    for name, cfg in result["configs"].items():
+        infer = cfg["infer"]
+        for mode in ("base", "lora_unmerged", "lora_merged"):
+            if mode in infer:
+                r = infer[mode]
+                lines.append(f"  {name:<8}{mode:<15}{1e3 * r['forward_s']:9.2f}"
+                             f"{r['tokens_per_s']:10.0f}"
+                             + (f"{1e3 * r['torch_forward_s']:10.2f}" if has_torch else ""))
+        if "merged_over_base" in infer:
+            lines.append(f"  {name:<8}merged/base {infer['merged_over_base']:.3f}, "
+                         f"unmerged/base {infer['unmerged_over_base']:.3f}")
+    lines += ["", "training-step memory, MiB (tracemalloc)",
+              f"  {'config':<8}{'mode':<6}{'params':>9}{'grads':>9}{'states':>9}{'activ.':>9}"
+              f"{'step pk':>9}{'total':>9}"]
+    for name, cfg in result["configs"].items():
+        mem = cfg["memory"]
+        for mode in ("full", "lora"):
+            if mode in mem:
+                m = mem[mode]
+                lines.append(f"  {name:<8}{mode:<6} {_mib(m['parameters'])} {_mib(m['gradients'])}"
+                             f" {_mib(m['optimizer_states'])} {_mib(m['activations'])}"
+                             f" {_mib(m['step_peak'])} {_mib(m['total_peak'])}")
+        if "lora_over_full" in mem:
+            lines.append(f"  {name:<8}lora/full total peak {mem['lora_over_full']:.3f}")
+    return "\n".join(lines)
+
+
+def write_json(result: dict, path: str) -> None:
+    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".bench-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
