@@ -77,9 +77,10 @@ def lora_parameters(arch: Architecture, target_modules, r: int) -> int:
     shapes = arch.linear_shapes()
     names = list(shapes) if target_modules == "all-linear" else list(target_modules)
     unknown = [n for n in names if n not in shapes and n != "lm_head"]
-    if unknown or r <= 0:
-        raise ValueError(f"lora_parameters: unknown targets {unknown} (known: "
-                         f"{list(shapes) + ['lm_head']}) or r={r} not positive")
+    if unknown:
+        raise ValueError(f"unknown target modules {unknown}; known: {list(shapes) + ['lm_head']}")
+    if r <= 0:
+        raise ValueError(f"r must be a positive integer, got {r}")
     count = sum(arch.n_layers * r * sum(shapes[n]) for n in names if n != "lm_head")
     if "lm_head" in names:
         count += r * (arch.d_model + arch.vocab_size)
