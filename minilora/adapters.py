@@ -10,7 +10,6 @@ half-written file under the real name.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -51,24 +50,33 @@ def _base_weight(layer):
     return W
 
 
-def base_fingerprint(model: Module, paths: list[str], config: LoraConfig | None = None) -> str:
-    """SHA-256 of the targeted base weights: tells one pre-trained model from another.
+def base_signature(model: Module, paths: list[str], config: LoraConfig | None = None
+                   ) -> dict[str, list[float]]:
+    """Two numbers per targeted base weight W0: ‖W0‖_F and ⟨W0, R⟩ for a fixed random sign
+    matrix R. They tell one pre-trained model from another, yet survive the float round-off of a
+    merge followed by an unmerge (a hash of the bytes would not).
 
-    For a PiSSA config not yet applied to plain Linears, it hashes the residual W0 − s·B A that
+    For a PiSSA config not yet applied to plain Linears, W0 is the residual W0 − s·B A that
     injection would leave, which is what the saving model's base held.
     """
-    digest = hashlib.sha256()
+    signature = {}
     for path in paths:
         layer = model.get_submodule(path)
-        W = _base_weight(layer)
+        W = backend.to_numpy(_base_weight(layer)).astype(np.float64)
         if config is not None and config.init_lora_weights == "pissa" \
                 and not hasattr(layer, "base_layer"):
             r = config.rank_for(path)
             scaling = lora_scaling(r, config.alpha_for(path), config.use_rslora)
-            W = pissa_factors(W, r, scaling)[2]
-        digest.update(path.encode())
-        digest.update(backend.to_numpy(W).tobytes())
-    return digest.hexdigest()
+            W = backend.to_numpy(pissa_factors(_base_weight(layer), r, scaling)[2]).astype(np.float64)
+        signs = np.random.default_rng(0).choice([-1.0, 1.0], size=W.shape)
+        signature[path] = [float(np.linalg.norm(W)), float((W * signs).sum())]
+    return signature
+
+
+def _same_signature(saved: dict, current: dict) -> bool:
+    if set(saved) != set(current):
+        return False
+    return all(np.allclose(saved[k], current[k], rtol=1e-4, atol=1e-5) for k in saved)
 
 
 def save_adapter(model: LoraModel, directory: str | os.PathLike, adapter_name: str = "default"
@@ -89,11 +97,11 @@ def save_adapter(model: LoraModel, directory: str | os.PathLike, adapter_name: s
     for key, value in tensors.items():
         if not np.isfinite(value).all():
             raise ValueError(f"save_adapter: {key} contains NaN or infinite values; not saved")
-    digest = base_fingerprint(model.model, paths)
+    signature = base_signature(model.model, paths)
     config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": None,
               "inference_mode": True, "fan_in_fan_out": False, "modules_to_save": None,
               **model.peft_config[adapter_name].to_dict(),
-              "minilora": {"version": __version__, "base_fingerprint": digest}}
+              "minilora": {"version": __version__, "base_signature": signature}}
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     # Weights first, config last: the config names what the weights must hold, so a crash
@@ -170,8 +178,9 @@ def load_adapter(model: Module, directory: str | os.PathLike, adapter_name: str 
             raise ValueError(f"{directory}: {key} is {value.dtype}, the model is {dtype}")
         if not np.isfinite(value).all():
             raise ValueError(f"{directory}: {key} contains NaN or infinite values")
-    saved = raw.get("minilora", {}).get("base_fingerprint")
-    if check_base and saved is not None and base_fingerprint(inner, paths, config) != saved:
+    saved = raw.get("minilora", {}).get("base_signature")
+    if check_base and saved is not None and not _same_signature(
+            saved, base_signature(inner, paths, config)):
         raise ValueError(f"{directory}: the adapter was trained on a different base model "
                          f"(base weights differ); pass check_base=False to load it anyway")
     # Validated: now change the model.

@@ -41,6 +41,7 @@ CONFIGS = {
 DEFAULT_CONFIGS = ("sweep", "small", "medium")
 GEMM_SIZES = ((512, 512, 512), (1024, 1024, 1024), (2048, 256, 1024), (2048, 1024, 256))
 QUICK_GEMM_SIZES = ((64, 64, 64), (128, 128, 128))
+SETTLE_S = 0.15  # pause before each timed sample, so the BLAS threads of the last case sleep
 
 
 # -- counting ---------------------------------------------------------------------------------
@@ -93,7 +94,10 @@ def _time_side_by_side(cases: dict, repeats: int, min_sample_s: float) -> dict:
     """Median seconds per call of each ``cases[name]()``, repeats interleaved across cases.
 
     Interleaving spreads a noisy neighbour's load over every case alike. One sample runs a case
-    ``inner`` times, enough to last ``min_sample_s``, so short steps are not timer noise.
+    ``inner`` times, enough to last ``min_sample_s``, so short steps are not timer noise. Each
+    sample starts after a pause of ``SETTLE_S``: OpenBLAS's and OpenMP's worker threads spin for
+    a while after a call, and would otherwise steal the cores from the next case (measured
+    here: PyTorch's GEMM at half speed right after a NumPy one).
     """
     inner = {}
     for name, fn in cases.items():  # warm-up: allocates optimizer state, fills caches
@@ -104,6 +108,7 @@ def _time_side_by_side(cases: dict, repeats: int, min_sample_s: float) -> dict:
     samples = {name: [] for name in cases}
     for _ in range(repeats):
         for name, fn in cases.items():
+            time.sleep(SETTLE_S if min_sample_s else 0.0)
             t0 = time.perf_counter()
             for _ in range(inner[name]):
                 fn()

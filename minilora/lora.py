@@ -266,6 +266,17 @@ class LoraModel(Module):
             layer.lora_B[adapter_name].weight.data = B
         self._set_trainable()
 
+    # -- files (PEFT's method names; the code lives in adapters.py, which builds on this one) --
+    def save_pretrained(self, directory, adapter_name: str | None = None):
+        """Write one adapter as ``adapter_config.json`` + ``adapter_model.safetensors``."""
+        from .adapters import save_adapter
+        return save_adapter(self, directory, adapter_name or self.active_adapters[0])
+
+    def load_adapter(self, directory, adapter_name: str, is_trainable: bool = False) -> None:
+        """Load a saved adapter beside the existing ones and make it active."""
+        from .adapters import load_adapter
+        load_adapter(self, directory, adapter_name, is_trainable)
+
     # -- accounting --------------------------------------------------------------------------
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
         """(trainable, all) parameter counts, adapters included in "all" as PEFT counts them."""
