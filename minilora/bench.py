@@ -79,7 +79,8 @@ def matmul_flops(cfg: GPTConfig, batch: int, seq: int, lora_r: int = 0,
         o = linear(C, C, "o_proj", q or k or v)
         stream = stream or o
         up = linear(C, cfg.mlp_ratio * C, "up_proj", stream)
-        stream = stream or linear(cfg.mlp_ratio * C, C, "down_proj", up)
+        down = linear(cfg.mlp_ratio * C, C, "down_proj", up)
+        stream = stream or down
     linear(C, cfg.vocab_size, "lm_head", stream)
     flops["total"] = flops["forward"] + flops["backward"]
     return flops
