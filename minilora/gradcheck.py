@@ -30,17 +30,18 @@ def numerical_grad(fn, inputs: list[Tensor], eps: float = 1e-6, u=None) -> list:
     """Central differences of ⟨u, fn(inputs)⟩ with respect to every entry of every input."""
     grads = []
     for t in inputs:
-        flat = xp.reshape(t.data, (-1,))  # a view: nudging it nudges the input
-        g = xp.zeros(flat.shape, dtype=flat.dtype)
-        for i in range(flat.shape[0]):
-            orig = float(flat[i])
-            flat[i] = orig + eps
+        x0, n = t.data, t.numel()
+        positions = xp.arange(n)
+        entries = []
+        for i in range(n):
+            bump = eps * xp.reshape(xp.astype(positions == i, x0.dtype), t.shape)  # ε eᵢ
+            t.data = x0 + bump
             plus = _scalar(fn, inputs, u)
-            flat[i] = orig - eps
+            t.data = x0 - bump
             minus = _scalar(fn, inputs, u)
-            flat[i] = orig
-            g[i] = (plus - minus) / (2 * eps)
-        grads.append(xp.reshape(g, t.shape))
+            entries.append((plus - minus) / (2 * eps))
+        t.data = x0
+        grads.append(xp.reshape(xp.asarray(entries, dtype=x0.dtype), t.shape))
     return grads
 
 

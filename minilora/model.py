@@ -135,7 +135,8 @@ class GPT(Module):
         out = idx.data if isinstance(idx, Tensor) else xp.asarray(idx)
         with no_grad():
             for _ in range(max_new_tokens):
-                logits = self(out[:, -self.config.block_size:]).data[:, -1, :]  # (B, V)
+                start = max(0, out.shape[1] - self.config.block_size)  # crop to the context
+                logits = self(out[:, start:]).data[:, -1, :]  # (B, V)
                 if top_k is not None:
                     kth = xp.sort(logits, axis=-1)[:, -min(top_k, logits.shape[-1])]  # (B,)
                     logits = xp.where(logits < kth[:, None], -float("inf"), logits)
