@@ -10,7 +10,7 @@ import math
 
 from . import backend
 from .backend import xp
-from .tensor import Tensor, check_same_dtype, unbroadcast
+from .tensor import Tensor, as_tensor, check_same_dtype, unbroadcast
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -19,6 +19,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     Backward: dx = g W, dW = gᵀ x, db = Σ g. A frozen weight skips dW, the largest product
     of the three: this is where LoRA's training speed-up comes from.
     """
+    x = as_tensor(x, like=weight)  # raw arrays are accepted as constant inputs
     check_same_dtype("linear", x, weight, *([bias] if bias is not None else []))
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input of shape {x.shape} does not fit weight of shape "

@@ -108,7 +108,7 @@ class LoraModel(Module):
             layer = self.model.get_submodule(path)
             if not isinstance(layer, LoraLinear):
                 parent, leaf = _parent(self.model, path)
-                layer = LoraLinear(layer)
+                layer = LoraLinear(layer, adapter_name=None)
                 setattr(parent, leaf, layer)
             layer.update_layer(adapter_name, config.rank_for(path), config.alpha_for(path),
                                config.lora_dropout, config.init_lora_weights, config.use_rslora,

@@ -43,10 +43,12 @@ class LoraConfig:
             self.target_modules = ["q_proj", "v_proj"]  # PEFT's default for LLaMA-style models
         ranks = [self.r, *self.rank_pattern.values()]
         alphas = [self.lora_alpha, *self.alpha_pattern.values()]
-        if any(not isinstance(r, int) or isinstance(r, bool) or r <= 0 for r in ranks):
-            raise ValueError(f"LoraConfig: r must be a positive integer, got {ranks}")
-        if any(a <= 0 for a in alphas):
-            raise ValueError(f"LoraConfig: lora_alpha must be positive, got {alphas}")
+        bad_ranks = [r for r in ranks if not isinstance(r, int) or isinstance(r, bool) or r <= 0]
+        if bad_ranks:
+            raise ValueError(f"LoraConfig: r must be a positive integer, got {bad_ranks[0]!r}")
+        bad_alphas = [a for a in alphas if a <= 0]
+        if bad_alphas:
+            raise ValueError(f"LoraConfig: lora_alpha must be positive, got {bad_alphas[0]!r}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"LoraConfig: lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.init_lora_weights not in INIT_CHOICES or isinstance(self.init_lora_weights, int) \
@@ -96,7 +98,10 @@ def pissa_factors(W0, r: int, scaling: float):
 class LoraLinear(Module):
     """A frozen ``base_layer`` plus named low-rank adapters: y = base(x) + Σ scaling · B(A(x))."""
 
-    def __init__(self, base_layer: Linear):
+    def __init__(self, base_layer: Linear, adapter_name: str | None = "default", r: int = 8,
+                 lora_alpha: float = 8, lora_dropout: float = 0.0, init_lora_weights=True,
+                 use_rslora: bool = False, generator: backend.Generator | None = None):
+        """Wrap ``base_layer`` and add a first, active adapter (``adapter_name=None``: none yet)."""
         super().__init__()
         self.base_layer = base_layer
         self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
@@ -107,6 +112,10 @@ class LoraLinear(Module):
         self.active_adapters: list[str] = []
         self.merged_adapters: list[str] = []
         self.disable_adapters = False
+        if adapter_name is not None:
+            self.update_layer(adapter_name, r, lora_alpha, lora_dropout, init_lora_weights,
+                              use_rslora, generator)
+            self.active_adapters = [adapter_name]
 
     @property
     def merged(self) -> bool:
@@ -124,6 +133,8 @@ class LoraLinear(Module):
         """
         if adapter_name in self.lora_A:
             raise ValueError(f"adapter {adapter_name!r} already exists in this layer")
+        LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,  # same checks
+                   init_lora_weights=init_lora_weights)
         gen = generator or backend.default_generator()
         dtype = backend.dtype_name(self.base_layer.weight.dtype)
         A = Linear(self.in_features, r, bias=False, generator=gen, dtype=dtype)  # U(±1/√in)
