@@ -133,10 +133,11 @@ def count_parameters(model) -> tuple[int, int]:
 def measure_training_memory(model, optimizer, inputs, targets, loss_fn=None) -> dict[str, int]:
     """Peak bytes NumPy allocates during one training step, and its parts.
 
-    tracemalloc sees every NumPy allocation, so ``peak`` is what the step really needed beyond
-    what existed before it; ``activations`` is the rest of the peak once the gradients and the
-    optimizer state are accounted for. Parameters are reported separately (they exist anyway).
-    NumPy backend only.
+    tracemalloc sees every NumPy allocation, so ``peak_step`` is what the step really needed
+    beyond what existed before it; ``activations`` is what the graph holds after the forward
+    pass (the arrays saved for backward). The peak is not split by subtraction: gradients and
+    Adam's lazily allocated state need not be live (or traced) when it occurs. Parameters are
+    reported separately (they exist anyway). NumPy backend only.
     """
     import tracemalloc
 
@@ -152,6 +153,7 @@ def measure_training_memory(model, optimizer, inputs, targets, loss_fn=None) -> 
         tracemalloc.reset_peak()
         start, _ = tracemalloc.get_traced_memory()
         loss = loss_fn(model, inputs, targets)
+        activations, _ = tracemalloc.get_traced_memory()
         loss.backward()
         optimizer.step()
         _, peak = tracemalloc.get_traced_memory()
@@ -163,7 +165,7 @@ def measure_training_memory(model, optimizer, inputs, targets, loss_fn=None) -> 
     optimizer.zero_grad()
     return {"parameters": sum(p.data.nbytes for p in params), "gradients": gradients,
             "optimizer_state": states, "peak_step": peak - start,
-            "activations": max(0, peak - start - gradients - states)}
+            "activations": activations - start}
 
 
 def gpt3_paper_numbers() -> dict[str, int]:

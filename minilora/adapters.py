@@ -1,6 +1,6 @@
 """Adapter files in PEFT's layout: a folder with ``adapter_config.json`` and
 ``adapter_model.safetensors``, keys ``base_model.model.<module path>.lora_A.weight`` (r, in)
-and ``...lora_B.weight`` (out, r).
+and ``...lora_B.weight`` (out, r) (and DoRA's ``...lora_magnitude_vector`` (out,)).
 
 An adapter is tiny next to its base model (the paper's 35 MB next to 350 GB): that is what makes
 "one base, many tasks" practical. Files are safetensors + JSON, so loading never runs code
@@ -44,10 +44,7 @@ def _base_weight(layer):
     """W0 of a Linear or of a LoRA layer, without any adapter merged into it."""
     if not hasattr(layer, "base_layer"):
         return layer.weight.data
-    W = layer.base_layer.weight.data
-    for name in layer.merged_adapters:
-        W = W - layer.delta_weight(name)
-    return W
+    return layer.unmerged_weight()
 
 
 def base_signature(model: Module, paths: list[str], config: LoraConfig | None = None
@@ -94,6 +91,9 @@ def save_adapter(model: LoraModel, directory: str | os.PathLike, adapter_name: s
                 layer.lora_A[adapter_name].weight.data)
             tensors[f"{PREFIX}{path}.lora_B.weight"] = backend.to_numpy(
                 layer.lora_B[adapter_name].weight.data)
+            if adapter_name in layer.lora_magnitude_vector:  # DoRA's m, under PEFT's key
+                tensors[f"{PREFIX}{path}.lora_magnitude_vector"] = backend.to_numpy(
+                    layer.lora_magnitude_vector[adapter_name].weight.data)
     for key, value in tensors.items():
         if not np.isfinite(value).all():
             raise ValueError(f"save_adapter: {key} contains NaN or infinite values; not saved")
@@ -164,6 +164,8 @@ def load_adapter(model: Module, directory: str | os.PathLike, adapter_name: str 
         r = config.rank_for(path)
         expected[f"{PREFIX}{path}.lora_A.weight"] = (r, layer.in_features)
         expected[f"{PREFIX}{path}.lora_B.weight"] = (layer.out_features, r)
+        if config.use_dora:
+            expected[f"{PREFIX}{path}.lora_magnitude_vector"] = (layer.out_features,)
     missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
     if missing or unexpected:
         raise ValueError(f"{directory}: adapter does not fit this model: missing keys {missing}, "
@@ -195,6 +197,9 @@ def load_adapter(model: Module, directory: str | os.PathLike, adapter_name: str 
             weights[f"{PREFIX}{path}.lora_A.weight"])
         layer.lora_B[adapter_name].weight.data = backend.from_numpy(
             weights[f"{PREFIX}{path}.lora_B.weight"])
+        if config.use_dora:
+            layer.lora_magnitude_vector[adapter_name].weight.data = backend.from_numpy(
+                weights[f"{PREFIX}{path}.lora_magnitude_vector"])
     lora_model.set_adapter(adapter_name)
     if not is_trainable:
         for p in lora_model.parameters():

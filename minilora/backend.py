@@ -114,12 +114,17 @@ def from_numpy(x: np.ndarray, dtype_name: str | None = None):
 def scatter_add(shape: tuple[int, ...], index, values, dtype_obj):
     """``out[index[i]] += values[i]`` over the first axis: the backward of a row gather.
 
-    NumPy has an unbuffered ``add.at``; other namespaces get a one-hot matrix product, which
-    is exact and needs nothing beyond the standard (fine for small vocabularies).
+    NumPy sorts the rows by index and sums each run (``add.reduceat``: 3-4x faster than the
+    unbuffered ``add.at``, and as deterministic); other namespaces get a one-hot matrix
+    product, which is exact and needs nothing beyond the standard (fine for small vocabularies).
     """
     if is_numpy():
         out = np.zeros(shape, dtype=dtype_obj)
-        np.add.at(out, index, values)
+        if index.shape[0]:
+            order = np.argsort(index, kind="stable")  # stable: each run keeps the original order
+            rows = index[order]
+            starts = np.flatnonzero(np.concatenate([[True], rows[1:] != rows[:-1]]))
+            out[rows[starts]] = np.add.reduceat(values[order], starts, axis=0)
         return out
     one_hot = xp.astype(index[:, None] == xp.arange(shape[0])[None, :], dtype_obj)  # (N, V)
     return xp.matmul(xp.matrix_transpose(one_hot), values)  # (V, N) @ (N, C) -> (V, C)
@@ -175,6 +180,33 @@ def manual_seed(seed: int) -> Generator:
 def default_generator() -> Generator:
     return _default_generator
 
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed blocks for reuse instead of handing them back to the OS.
+
+    A training step allocates and frees the same activations every step. By default glibc
+    returns large blocks to the kernel (``munmap``, heap trimming), so the next step page-faults
+    and zeroes that memory all over again: measured here, 30% of a training step at the
+    experiments' model size (d_model 128, 2 layers), 4% at d_model 256. Keeping the blocks costs
+    nothing but a resident size that stays at its peak (PyTorch users get the same from
+    jemalloc/tcmalloc; NumPy itself asks for huge pages at import for the same reason). Applied
+    once at import on glibc; returns whether it applied.
+    """
+    import ctypes
+
+    try:
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return False
+    except (AttributeError, ValueError, OSError):  # not a glibc system (Windows, macOS, musl)
+        return False
+    libc = ctypes.CDLL(None)  # the C library this process already runs on
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from <malloc.h>
+    mmap_ok = libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20)  # blocks < 32 MiB come from the heap
+    trim_ok = libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # and the heap is never trimmed
+    return bool(mmap_ok and trim_ok)
+
+
+MALLOC_TUNED = keep_freed_memory()
 
 if os.environ.get("MINILORA_BACKEND"):
     use(os.environ["MINILORA_BACKEND"])

@@ -29,7 +29,7 @@ from .model import GPT, GPTConfig
 from .optim import AdamW
 from .tensor import no_grad
 
-LORA = dict(r=8, lora_alpha=8, target_modules=("q_proj", "v_proj"))  # the paper's GPT-3 setting
+LORA = dict(r=8, lora_alpha=8, target_modules=("q_proj", "v_proj"))  # W_q, W_v as in Section 7.1
 
 # name -> (model config, batch size); the sequence length is the block size
 CONFIGS = {
@@ -95,10 +95,11 @@ def _time_side_by_side(cases: dict, repeats: int, min_sample_s: float) -> dict:
     """Median seconds per call of each ``cases[name]()``, repeats interleaved across cases.
 
     Interleaving spreads a noisy neighbour's load over every case alike. One sample runs a case
-    ``inner`` times, enough to last ``min_sample_s``, so short steps are not timer noise. Each
-    sample starts after a pause of ``SETTLE_S``: OpenBLAS's and OpenMP's worker threads spin for
-    a while after a call, and would otherwise steal the cores from the next case (measured
-    here: PyTorch's GEMM at half speed right after a NumPy one).
+    ``inner`` times back to back, enough to last ``min_sample_s``: the steady state of a training
+    loop, and no timer noise for short steps. Each sample starts after a pause of ``SETTLE_S``
+    and one untimed call: OpenBLAS's and OpenMP's worker threads spin for a while after a call,
+    and would otherwise steal the cores from the next case (measured here: PyTorch's GEMM at
+    half speed right after a NumPy one); the untimed call wakes this case's own threads.
     """
     inner = {}
     for name, fn in cases.items():  # warm-up: allocates optimizer state, fills caches
@@ -109,7 +110,9 @@ def _time_side_by_side(cases: dict, repeats: int, min_sample_s: float) -> dict:
     samples = {name: [] for name in cases}
     for _ in range(repeats):
         for name, fn in cases.items():
-            time.sleep(SETTLE_S if min_sample_s else 0.0)
+            if min_sample_s:
+                time.sleep(SETTLE_S)
+                fn()
             t0 = time.perf_counter()
             for _ in range(inner[name]):
                 fn()
@@ -202,91 +205,119 @@ def training_memory(model, x, y) -> dict:
             "activations": activations, "step_peak": peak, "total_peak": params + states + peak}
 
 
-def bench_config(name: str, repeats: int, min_sample_s: float, torch=None) -> dict:
-    cfg, batch = CONFIGS[name]
-    seq = cfg.block_size
-    gen = Generator(1)
-    x, y = gen.integers(0, cfg.vocab_size, (batch, seq)), gen.integers(0, cfg.vocab_size, (batch, seq))
-    modes = ("full", "lora") if _lora_api() else ("full",)
-    result = {"config": {k: getattr(cfg, k) for k in ("vocab_size", "n_embd", "n_layer", "n_head",
-                                                      "mlp_ratio")},
-              "batch": batch, "seq": seq, "tokens": batch * seq}
+def _same_model(mine, theirs, mode: str) -> None:
+    """The PyTorch twin must have the very parameter counts of the minilora model."""
+    counts = [(sum(p.numel() for p in m.parameters() if p.requires_grad),
+               sum(p.numel() for p in m.parameters())) for m in (mine, theirs)]
+    if counts[0] != counts[1]:
+        raise RuntimeError(f"bench: the PyTorch twin is not the same model ({mode}: "
+                           f"(trainable, all) = {counts[0]} vs {counts[1]})")
 
-    train = {mode: _minilora_model(cfg, mode) for mode in modes}
-    opts = {mode: AdamW(m.parameters(), lr=1e-3) for mode, m in train.items()}
-    cases = {mode: (lambda m=m, o=opts[mode]: _minilora_step(m, o, x, y))
-             for mode, m in train.items()}
+
+def bench_training(cfg: GPTConfig, x, y, modes, repeats: int, min_sample_s: float,
+                   torch=None) -> dict:
+    """Step time, tokens/s and achieved GFLOP/s of full fine-tuning and LoRA, side by side."""
+    batch, seq = x.shape
+    models = {mode: _minilora_model(cfg, mode) for mode in modes}
+    cases = {}
+    for mode, model in models.items():
+        opt = AdamW(model.parameters(), lr=1e-3)
+        cases[mode] = lambda m=model, o=opt: _minilora_step(m, o, x, y)
     if torch is not None:
         from . import bench_torch
         tx, ty = torch.from_numpy(to_numpy(x)), torch.from_numpy(to_numpy(y))
         for mode in modes:
             tm = bench_torch.build(cfg, lora_r=LORA["r"] if mode == "lora" else 0)
+            _same_model(models[mode], tm, mode)
             topt = torch.optim.AdamW([p for p in tm.parameters() if p.requires_grad], lr=1e-3)
             cases["torch " + mode] = lambda tm=tm, o=topt: _torch_step(torch, tm, o, tx, ty)
     times = _time_side_by_side(cases, repeats, min_sample_s)
-    result["train"] = {}
+    result = {}
     for mode in modes:
         flops = matmul_flops(cfg, batch, seq, LORA["r"] if mode == "lora" else 0,
                              LORA["target_modules"])["total"]
         t = times[mode]
         row = {"step_s": t, "tokens_per_s": batch * seq / t, "matmul_gflop": flops / 1e9,
                "gflops": flops / t / 1e9,
-               "trainable_params": sum(p.numel() for p in train[mode].parameters()
+               "trainable_params": sum(p.numel() for p in models[mode].parameters()
                                        if p.requires_grad)}
         if torch is not None:
             row["torch_step_s"] = times["torch " + mode]
             row["over_torch"] = t / times["torch " + mode]
-        result["train"][mode] = row
+        result[mode] = row
     if "lora" in modes:
-        result["train"]["lora_over_full"] = times["lora"] / times["full"]
-        result["train"]["flops_lora_over_full"] = (result["train"]["lora"]["matmul_gflop"]
-                                                   / result["train"]["full"]["matmul_gflop"])
+        result["lora_over_full"] = times["lora"] / times["full"]
+        result["flops_lora_over_full"] = (result["lora"]["matmul_gflop"]
+                                          / result["full"]["matmul_gflop"])
         if torch is not None:
-            result["train"]["torch_lora_over_full"] = times["torch lora"] / times["torch full"]
+            result["torch_lora_over_full"] = times["torch lora"] / times["torch full"]
+    return result
 
-    infer_modes = ("full", "lora", "merged") if "lora" in modes else ("full",)
-    infer = {mode: _minilora_model(cfg, mode).eval() for mode in infer_modes}
+
+def bench_inference(cfg: GPTConfig, x, modes, repeats: int, min_sample_s: float,
+                    torch=None) -> dict:
+    """Forward time (no_grad, eval) of the base model, LoRA unmerged and LoRA merged."""
+    names = {"full": "base", "lora": "lora_unmerged", "merged": "lora_merged"}
+    modes = ("full", "lora", "merged") if "lora" in modes else ("full",)
 
     def forward(model):
         with no_grad():
             model(x)
 
-    cases = {mode: (lambda m=m: forward(m)) for mode, m in infer.items()}
+    cases = {mode: (lambda m=_minilora_model(cfg, mode).eval(): forward(m)) for mode in modes}
     if torch is not None:
-        tmodels = {mode: bench_torch.build(cfg, lora_r=LORA["r"] if mode != "full" else 0,
-                                           merged=mode == "merged").eval() for mode in infer_modes}
+        from . import bench_torch
+        tx = torch.from_numpy(to_numpy(x))
 
         def torch_forward(model):
             with torch.inference_mode():
                 model(tx)
 
-        cases.update({"torch " + mode: (lambda m=m: torch_forward(m))
-                      for mode, m in tmodels.items()})
+        for mode in modes:
+            tm = bench_torch.build(cfg, lora_r=LORA["r"] if mode != "full" else 0,
+                                   merged=mode == "merged").eval()
+            cases["torch " + mode] = lambda m=tm: torch_forward(m)
     times = _time_side_by_side(cases, repeats, min_sample_s)
-    names = {"full": "base", "lora": "lora_unmerged", "merged": "lora_merged"}
-    result["infer"] = {}
-    for mode in infer_modes:
+    batch, seq = x.shape
+    result = {}
+    for mode in modes:
         row = {"forward_s": times[mode], "tokens_per_s": batch * seq / times[mode]}
         if torch is not None:
             row["torch_forward_s"] = times["torch " + mode]
-        result["infer"][names[mode]] = row
+        result[names[mode]] = row
     if "lora" in modes:
-        result["infer"]["unmerged_over_base"] = times["lora"] / times["full"]
-        result["infer"]["merged_over_base"] = times["merged"] / times["full"]
-
-    result["memory"] = {mode: training_memory(_minilora_model(cfg, mode), x, y) for mode in modes}
-    if "lora" in modes:
-        result["memory"]["lora_over_full"] = (result["memory"]["lora"]["total_peak"]
-                                              / result["memory"]["full"]["total_peak"])
+        result["unmerged_over_base"] = times["lora"] / times["full"]
+        result["merged_over_base"] = times["merged"] / times["full"]
     return result
+
+
+def bench_config(name: str, repeats: int, min_sample_s: float, torch=None) -> dict:
+    """Training, inference and memory for one of :data:`CONFIGS`."""
+    cfg, batch = CONFIGS[name]
+    seq = cfg.block_size
+    gen = Generator(1)
+    x, y = (gen.integers(0, cfg.vocab_size, (batch, seq)) for _ in range(2))  # (B, T) token ids
+    modes = ("full", "lora") if _lora_api() else ("full",)
+    memory = {mode: training_memory(_minilora_model(cfg, mode), x, y) for mode in modes}
+    if "lora" in modes:
+        memory["lora_over_full"] = memory["lora"]["total_peak"] / memory["full"]["total_peak"]
+    return {"config": {k: getattr(cfg, k) for k in ("vocab_size", "n_embd", "n_layer", "n_head",
+                                                    "mlp_ratio")},
+            "batch": batch, "seq": seq, "tokens": batch * seq,
+            "train": bench_training(cfg, x, y, modes, repeats, min_sample_s, torch),
+            "infer": bench_inference(cfg, x, modes, repeats, min_sample_s, torch),
+            "memory": memory}
 
 
 # -- the environment --------------------------------------------------------------------------
 def environment() -> dict:
     """Versions, the BLAS library and kernel that runs, threads, and the OpenBLAS variables."""
     import numpy
+
+    from .backend import MALLOC_TUNED
     env = {"python": platform.python_version(), "machine": platform.machine(),
            "cpu_count": os.cpu_count(), "numpy": numpy.__version__, "backend": xp.name,
+           "malloc_keeps_freed_memory": MALLOC_TUNED,
            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
            "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"), "blas": []}
     try:
@@ -311,15 +342,17 @@ def _import_torch(threads: int):
 
 
 # -- the run, the table, the file -------------------------------------------------------------
-def run_bench(configs=DEFAULT_CONFIGS, repeats: int = 7, quick: bool = False,
-              use_torch: bool = True, log=print) -> dict:
-    """Everything the bench measures, as one JSON-ready dict."""
+def run_bench(configs=None, repeats: int = 7, quick: bool = False, use_torch: bool = True,
+              log=print) -> dict:
+    """Everything the bench measures, as one JSON-ready dict (``configs`` None: the defaults)."""
+    if configs is None:
+        configs = ("tiny",) if quick else DEFAULT_CONFIGS
     if quick:
-        configs, repeats = ("tiny",), min(repeats, 2)
+        repeats = min(repeats, 2)
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         raise ValueError(f"unknown bench config(s) {unknown}; choose from {sorted(CONFIGS)}")
-    min_sample_s = 0.0 if quick else 0.05
+    min_sample_s = 0.0 if quick else 0.25
     env = environment()
     torch = _import_torch(env["threads"]) if use_torch else None
     if torch is not None:
@@ -354,11 +387,12 @@ def format_table(result: dict) -> str:
     blas = ", ".join(f"{b['internal_api']} {b['version']} kernel {b['architecture']} "
                      f"({b['num_threads']} threads)" for b in env["blas"]) or "unknown BLAS"
     has_torch = "torch" in env
-    lines = [f"minilora bench: numpy {env['numpy']}, {blas}",
+    lines = [f"minilora bench: numpy {env['numpy']}, {blas}, malloc keeps freed memory: "
+             f"{env.get('malloc_keeps_freed_memory')}",
              f"  OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}  "
              f"OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}"
              + (f"  | torch {env['torch']} ({env['torch_threads']} threads, "
-                f"{env['torch_cpu_capability']})" if has_torch else "  | torch not installed"),
+                f"{env['torch_cpu_capability']})" if has_torch else "  | PyTorch: not measured"),
              f"  medians of {result['settings']['repeats']} interleaved repeats", "",
              "GEMM float32 (m x k x n)   GFLOP/s" + ("   torch GFLOP/s" if has_torch else "")]
     for row in gemm["sizes"]:
@@ -376,7 +410,8 @@ def format_table(result: dict) -> str:
                 continue
             r = train[mode]
             lines.append(f"  {name:<8}{mode:<6}{1e3 * r['step_s']:9.2f}{r['tokens_per_s']:10.0f}"
-                         f"{r['matmul_gflop']:8.2f}{r['gflops']:9.1f}{100 * r['peak_fraction']:6.1f}%"
+                         f"{r['matmul_gflop']:8.2f}{r['gflops']:9.1f}"
+                         f"{100 * r['peak_fraction']:6.1f}%"
                          + (f"{1e3 * r['torch_step_s']:10.2f}{r['over_torch']:8.2f}"
                             if has_torch else ""))
         if "lora_over_full" in train:

@@ -15,6 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_bench(commands)
     _add_calc(commands)
+    from .experiments.commands import add_commands  # argparse only: figures, pretrain, ...
+    add_commands(commands)
     return parser
 
 
@@ -77,8 +79,8 @@ def _add_bench(commands) -> None:
     p.add_argument("--quick", action="store_true", help="tiny configs, 1-2 repeats: seconds")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     p.add_argument("--repeats", type=int, default=7, help="timed repeats per case (median)")
-    p.add_argument("--configs", default="sweep,small,medium",
-                   help="comma-separated configs: sweep, small, medium, tiny")
+    p.add_argument("--configs", help="comma-separated configs from sweep, small, medium, tiny "
+                                      "(default: sweep,small,medium; with --quick: tiny)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.set_defaults(run=_run_bench)
 
@@ -88,7 +90,8 @@ def _run_bench(args) -> int:
 
     if args.repeats < 1:
         raise SystemExit("minilora bench: --repeats must be at least 1")
-    configs = tuple(c.strip() for c in args.configs.split(",") if c.strip())
+    configs = tuple(c.strip() for c in args.configs.split(",") if c.strip()) \
+        if args.configs else None
     try:
         result = bench.run_bench(configs, args.repeats, args.quick, not args.no_torch,
                                  log=lambda msg: print(msg, file=sys.stderr))

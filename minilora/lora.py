@@ -100,6 +100,9 @@ class LoraModel(Module):
         for path in targets:
             layer = self.model.get_submodule(path)
             r, full = config.rank_for(path), min(layer.in_features, layer.out_features)
+            if r > full and config.init_lora_weights == "pissa":
+                raise ValueError(f"{path}: init_lora_weights='pissa' needs r <= min(in, out)="
+                                 f"{full} (W0 has only that many singular vectors), got r={r}")
             if r > full:
                 warnings.warn(f"{path}: r={r} exceeds min(in, out)={full}; it adds parameters "
                               f"but no expressivity", stacklevel=2)
@@ -112,7 +115,7 @@ class LoraModel(Module):
                 setattr(parent, leaf, layer)
             layer.update_layer(adapter_name, config.rank_for(path), config.alpha_for(path),
                                config.lora_dropout, config.init_lora_weights, config.use_rslora,
-                               generator=gen)
+                               generator=gen, use_dora=config.use_dora)
         self.peft_config[adapter_name] = config
         self._set_trainable()
 
@@ -146,7 +149,8 @@ class LoraModel(Module):
         self._set_trainable()
 
     def _set_trainable(self) -> None:
-        """Freeze the base; train the active adapters' A and B (and biases, per config.bias)."""
+        """Freeze the base; train the active adapters' A and B, DoRA's magnitude m (and
+        biases, per config.bias)."""
         for p in self.model.parameters():
             p.requires_grad = False
         active = self.active_adapters
@@ -155,6 +159,8 @@ class LoraModel(Module):
                 if name in layer.lora_A:
                     layer.lora_A[name].weight.requires_grad = True
                     layer.lora_B[name].weight.requires_grad = True
+                    if name in layer.lora_magnitude_vector:
+                        layer.lora_magnitude_vector[name].weight.requires_grad = True
                     if self.peft_config[name].bias == "lora_only" and layer.base_layer.bias is not None:
                         layer.base_layer.bias.requires_grad = True
         if any(self.peft_config[n].bias == "all" for n in active):
@@ -181,6 +187,10 @@ class LoraModel(Module):
         """Merge into every layer, all or nothing: a failure leaves every layer as it was."""
         layers = [layer for _, layer in self.lora_layers()]
         names = list(adapter_names or self.active_adapters)
+        unknown = [n for n in names if n not in self.peft_config]
+        if unknown:
+            raise ValueError(f"merge_adapter: unknown adapter(s) {unknown}; adapters: "
+                             f"{list(self.peft_config)}")
         if any(n in layer.merged_adapters for layer in layers for n in names):
             raise ValueError(f"merge_adapter: {names} already merged; unmerge_adapter() first")
         before = [layer.base_layer.weight.data for layer in layers]
@@ -248,6 +258,12 @@ class LoraModel(Module):
         if combination_type == "linear" and (len(ranks) > 1 or any(
                 self.peft_config[a].rank_pattern for a in adapters)):
             raise ValueError(f"combination_type='linear' needs adapters of one rank, got {ranks}")
+        if any(self.peft_config[a].use_dora for a in adapters):
+            raise ValueError("add_weighted_adapter: DoRA adapters cannot be combined: their "
+                             "magnitude rescales W0 + ΔW as a whole, not a sum of ΔW's")
+        if combination_type == "linear" and any(w < 0 for w in weights):
+            raise ValueError(f"combination_type='linear' takes √w of each weight, so weights "
+                             f"must be >= 0, got {weights}; 'cat' and 'svd' take any sign")
         factors = {}
         for path, layer in self.lora_layers():
             present = [(a, w) for a, w in zip(adapters, weights) if a in layer.lora_A]
@@ -256,6 +272,7 @@ class LoraModel(Module):
         new_r = {path: A.shape[0] for path, (A, _) in factors.items()}
         base = self.peft_config[adapters[0]]
         config = replace(base, r=max(new_r.values()), lora_alpha=max(new_r.values()),
+                         use_rslora=False,  # scaling alpha / r = 1 (rsLoRA would give √r)
                          target_modules=sorted(factors), init_lora_weights=True,
                          rank_pattern={re.escape(p): r for p, r in new_r.items()},
                          alpha_pattern={re.escape(p): r for p, r in new_r.items()})

@@ -9,15 +9,21 @@ the layer computes ``B (A x)``: two thin products, never the (out × in) matrix 
 
 Names and layout follow PEFT (``lora_A``, ``lora_B``, ``scaling``, ``base_layer``, adapters by name,
 ``merge()``/``unmerge()``), so what is learned here reads the same in PEFT's source.
+``use_dora`` adds DoRA's magnitude vector (dora.py); the base may be a 4-bit ``Linear4bit``
+(QLoRA, linear4bit.py).
 """
 from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import asdict, dataclass, field
 
 from . import backend
+from . import functional as F
 from .backend import xp
+from .dora import DoraLinearLayer
+from .linear4bit import Linear4bit
 from .nn import Dropout, Linear, Module, ModuleDict
 from .tensor import Tensor
 
@@ -37,6 +43,7 @@ class LoraConfig:
     bias: str = "none"  # which biases train: "none", "all", or "lora_only" (of adapted layers)
     rank_pattern: dict = field(default_factory=dict)  # regex of module name -> its own r
     alpha_pattern: dict = field(default_factory=dict)  # regex of module name -> its own lora_alpha
+    use_dora: bool = False  # DoRA: also train a magnitude per output row (dora.py)
 
     def __post_init__(self):
         if self.target_modules is None:
@@ -46,9 +53,10 @@ class LoraConfig:
         bad_ranks = [r for r in ranks if not isinstance(r, int) or isinstance(r, bool) or r <= 0]
         if bad_ranks:
             raise ValueError(f"LoraConfig: r must be a positive integer, got {bad_ranks[0]!r}")
-        bad_alphas = [a for a in alphas if a <= 0]
+        bad_alphas = [a for a in alphas if not 0 < a < math.inf]  # NaN fails this too
         if bad_alphas:
-            raise ValueError(f"LoraConfig: lora_alpha must be positive, got {bad_alphas[0]!r}")
+            raise ValueError(f"LoraConfig: lora_alpha must be positive and finite, "
+                             f"got {bad_alphas[0]!r}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"LoraConfig: lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.init_lora_weights not in INIT_CHOICES or isinstance(self.init_lora_weights, int) \
@@ -100,12 +108,15 @@ class LoraLinear(Module):
 
     def __init__(self, base_layer: Linear, adapter_name: str | None = "default", r: int = 8,
                  lora_alpha: float = 8, lora_dropout: float = 0.0, init_lora_weights=True,
-                 use_rslora: bool = False, generator: backend.Generator | None = None):
+                 use_rslora: bool = False, generator: backend.Generator | None = None,
+                 use_dora: bool = False):
         """Wrap ``base_layer`` and add a first, active adapter (``adapter_name=None``: none yet)."""
         super().__init__()
         self.base_layer = base_layer
         self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
         self.lora_A, self.lora_B, self.lora_dropout = ModuleDict(), ModuleDict(), ModuleDict()
+        self.lora_magnitude_vector = ModuleDict()  # DoRA adapters only: m per output row
+        self._dora_norms: dict = {}  # ‖W + ΔW‖_row used by merge(), which unmerge() divides back
         self.r: dict[str, int] = {}
         self.lora_alpha: dict[str, float] = {}
         self.scaling: dict[str, float] = {}
@@ -114,7 +125,7 @@ class LoraLinear(Module):
         self.disable_adapters = False
         if adapter_name is not None:
             self.update_layer(adapter_name, r, lora_alpha, lora_dropout, init_lora_weights,
-                              use_rslora, generator)
+                              use_rslora, generator, use_dora)
             self.active_adapters = [adapter_name]
 
     @property
@@ -123,18 +134,22 @@ class LoraLinear(Module):
 
     def update_layer(self, adapter_name: str, r: int, lora_alpha: float, lora_dropout: float = 0.0,
                      init_lora_weights=True, use_rslora: bool = False,
-                     generator: backend.Generator | None = None) -> None:
+                     generator: backend.Generator | None = None, use_dora: bool = False) -> None:
         """Add adapter ``adapter_name``: A (r, in), B (out, r), initialized as asked.
 
         True: A ~ U(−1/√in, 1/√in) (Kaiming-uniform, a = √5, as loralib and PEFT), B = 0.
         "gaussian": A ~ N(0, 1/r²) (the paper's Gaussian; PEFT's std), B = 0.
         "pissa": A, B from the top-r singular triplets of W0; W0 keeps only the residual.
         False: A and B both random (ΔW ≠ 0 from the start; for debugging and tests).
+        ``use_dora``: a magnitude m = ‖W0 + s·B A‖_row too, so the layer still starts unchanged.
         """
         if adapter_name in self.lora_A:
             raise ValueError(f"adapter {adapter_name!r} already exists in this layer")
         LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,  # same checks
                    init_lora_weights=init_lora_weights)
+        if init_lora_weights == "pissa" and r > min(self.in_features, self.out_features):
+            raise ValueError(f"init_lora_weights='pissa' needs r <= min(in, out)="
+                             f"{min(self.in_features, self.out_features)}, got r={r}")
         gen = generator or backend.default_generator()
         dtype = backend.dtype_name(self.base_layer.weight.dtype)
         A = Linear(self.in_features, r, bias=False, generator=gen, dtype=dtype)  # U(±1/√in)
@@ -148,6 +163,10 @@ class LoraLinear(Module):
             A.weight.data, B.weight.data, self.base_layer.weight.data = pissa_factors(
                 self.base_layer.weight.data, r, scaling)
         self.lora_A[adapter_name], self.lora_B[adapter_name] = A, B
+        if use_dora:
+            magnitude = DoraLinearLayer(self.out_features, dtype)
+            magnitude.update_layer(self.base_layer, A, B, scaling)
+            self.lora_magnitude_vector[adapter_name] = magnitude
         self.lora_dropout[adapter_name] = Dropout(lora_dropout, generator=gen)
         self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
         self.scaling[adapter_name] = scaling
@@ -157,12 +176,14 @@ class LoraLinear(Module):
             raise ValueError(f"adapter {adapter_name!r} is merged; unmerge() before deleting it")
         for table in (self.lora_A, self.lora_B, self.lora_dropout):
             del table[adapter_name]
+        if adapter_name in self.lora_magnitude_vector:
+            del self.lora_magnitude_vector[adapter_name]
         for table in (self.r, self.lora_alpha, self.scaling):
             del table[adapter_name]
         self.active_adapters = [a for a in self.active_adapters if a != adapter_name]
 
     def forward(self, x: Tensor) -> Tensor:
-        result = self.base_layer(x)  # W0 x + b (W0 already includes any merged ΔW)
+        result = base_out = self.base_layer(x)  # W0 x + b (W0 already includes any merged ΔW)
         if self.disable_adapters:
             if self.merged:
                 raise RuntimeError("adapters are merged into the base weight; unmerge() before "
@@ -172,13 +193,26 @@ class LoraLinear(Module):
             if name in self.merged_adapters:
                 continue
             A, B = self.lora_A[name], self.lora_B[name]
+            x_in = self.lora_dropout[name](x)  # x itself when dropout is off
+            if name in self.lora_magnitude_vector:  # DoRA needs W0 x without the bias
+                bias = self.base_layer.bias
+                W0x = F.linear(x_in, self.base_layer.weight) if x_in is not x \
+                    else base_out if bias is None else base_out - bias
+                result = result + self.lora_magnitude_vector[name](
+                    x_in, lora_A=A, lora_B=B, scaling=self.scaling[name],
+                    base_layer=self.base_layer, base_result=W0x)
+                continue
             # Scale the thin (N, r) intermediate rather than the (N, out) result: same ΔW x,
             # fewer multiplications.
-            result = result + B(A(self.lora_dropout[name](x)) * self.scaling[name])
+            result = result + B(A(x_in) * self.scaling[name])
         return result
 
     def delta_weight(self, adapter_name: str | None = None):
-        """ΔW = scaling · B A, an (out, in) array: the matrix the adapter adds to W0."""
+        """ΔW = scaling · B A, an (out, in) array: the matrix the adapter adds to W0.
+
+        For a DoRA adapter this is the low-rank part only, as in PEFT; merging also rescales
+        the rows of W0 + ΔW to the magnitude m.
+        """
         name = adapter_name or self.active_adapters[0]
         B, A = self.lora_B[name].weight.data, self.lora_A[name].weight.data
         return self.scaling[name] * xp.matmul(B, A)  # (out, r) @ (r, in) -> (out, in)
@@ -195,24 +229,50 @@ class LoraLinear(Module):
                 raise ValueError(f"no adapter named {name!r}; this layer has {list(self.lora_A)}")
             if name in self.merged_adapters:
                 raise ValueError(f"adapter {name!r} is already merged; unmerge() first")
-        W = self.base_layer.weight.data
+        W, norms = self.base_layer.weight.data, {}
         for name in names:
-            W = W + self.delta_weight(name)
+            if name in self.lora_magnitude_vector:  # DoRA: W ← m ⊙ (W + ΔW) / ‖W + ΔW‖_row
+                W, norms[name] = self.lora_magnitude_vector[name].merged_weight(
+                    W, self.delta_weight(name))
+            else:
+                W = W + self.delta_weight(name)
         if safe_merge and not bool(xp.all(xp.isfinite(W))):
             raise ValueError(f"safe_merge: merging {names} gives NaN or infinite weights; "
                              f"the layer is unchanged")
+        self._warn_if_4bit("merge")
         self.base_layer.weight.data = W
+        self._dora_norms.update(norms)
         self.merged_adapters.extend(names)
 
     def unmerge(self) -> None:
         """W ← W − Σ ΔW over the merged adapters (the inverse of merge(), to round-off)."""
         if not self.merged:
             raise ValueError("unmerge(): no adapter is merged into this layer")
-        W = self.base_layer.weight.data
-        for name in reversed(self.merged_adapters):
-            W = W - self.delta_weight(name)
+        W = self.unmerged_weight()
+        self._warn_if_4bit("unmerge")
         self.base_layer.weight.data = W
         self.merged_adapters = []
 
+    def unmerged_weight(self):
+        """W0: the base weight with the merged adapters taken out, last first (nothing changes)."""
+        W = self.base_layer.weight.data
+        for name in reversed(self.merged_adapters):
+            if name in self.lora_magnitude_vector:
+                W = self.lora_magnitude_vector[name].unmerged_weight(
+                    W, self.delta_weight(name), self._dora_norms[name])
+            else:
+                W = W - self.delta_weight(name)
+        return W
+
+    def _warn_if_4bit(self, what: str) -> None:
+        # A 4-bit weight can only hold 4-bit values: assigning W rounds it (linear4bit.py), as
+        # PEFT does for bitsandbytes layers. Say so, rather than let exactness be assumed.
+        if isinstance(self.base_layer, Linear4bit):
+            warnings.warn(f"{what}() on a 4-bit base layer re-quantizes the weight: the result "
+                          f"differs from the exact one by the 4-bit rounding error (up to half a "
+                          f"code gap times each block's absmax), and unmerge() cannot restore the "
+                          f"original codes exactly", UserWarning, stacklevel=3)
+
     def extra_repr(self) -> str:
-        return ", ".join(f"{n}: r={self.r[n]}, scaling={self.scaling[n]:g}" for n in self.r)
+        return ", ".join(f"{n}: r={self.r[n]}, scaling={self.scaling[n]:g}"
+                         + (", dora" if n in self.lora_magnitude_vector else "") for n in self.r)

@@ -21,7 +21,8 @@ def _need(t) -> bool:
 def _binary(a: Tensor, b, op: str) -> tuple[Tensor, Tensor | Number]:
     """Numbers stay numbers (``x * 2.0`` keeps x's dtype); anything else becomes a Tensor."""
     if isinstance(b, Number):
-        return a, b
+        # A NumPy scalar acts as the Python number it holds: np.float64 would upcast float32.
+        return a, (b.item() if hasattr(b, "item") else b)
     b = as_tensor(b, like=a)
     check_same_dtype(op, a, b)
     return a, b
@@ -65,15 +66,26 @@ def div(a: Tensor, b) -> Tensor:
 
 
 def pow(a: Tensor, b) -> Tensor:
-    """``a ** b``: d/da = b a^(b-1); d/db = a^b log a (defined for a > 0)."""
+    """``a ** b``: d/da = b a^(b-1); d/db = a^b log a (defined for a > 0).
+
+    At a = 0 the formulas give 0 · ∞; the limits are used instead, as in PyTorch: d/da = 0
+    where b = 0 (a⁰ is the constant 1) and d/db = 0 where b ≥ 0.
+    """
     a, b = _binary(a, b, "pow")
     bd = _data(b)
     out = a.data ** bd
-    return Tensor._make(out, (a, *([b] if isinstance(b, Tensor) else [])),
-                        lambda g: (unbroadcast(g * bd * a.data ** (bd - 1), a.shape)
-                                   if a.requires_grad else None,
-                                   unbroadcast(g * out * xp.log(a.data), b.shape)
-                                   if _need(b) else None), "pow")
+
+    def backward(g):
+        ga = gb = None
+        if a.requires_grad:
+            ga = unbroadcast(xp.where(xp.asarray(bd) == 0, 0 * g, g * bd * a.data ** (bd - 1)),
+                             a.shape)
+        if _need(b):
+            at_zero = (a.data == 0) & (bd >= 0)
+            gb = unbroadcast(xp.where(at_zero, 0 * g, g * out * xp.log(a.data)), b.shape)
+        return ga, gb
+
+    return Tensor._make(out, (a, *([b] if isinstance(b, Tensor) else [])), backward, "pow")
 
 
 def rsub(a: Tensor, b) -> Tensor:

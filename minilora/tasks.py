@@ -26,10 +26,14 @@ about 0.5 on it (right on F1, wrong on F0).
 
 **perm** keeps the routing (copy or reverse by flag) but writes π(token) for a fixed random
 permutation π of the 64 content tokens, a derangement (no token maps to itself). The token
-the model copies must now come out as another one, for all 64 tokens at once: in the space
-of token directions the map changes by P − I, a matrix of rank 64 − (number of cycles of π),
-about 60. A rank-r update can re-map at most about r token directions, so small r must fall
-short (the contrast, cf. Biderman et al. 2024). The base model scores about 0 (it copies x).
+the model copies must now come out as another one, for all 64 tokens at once: as a linear map
+of token directions the change is P − I, of rank 64 − (number of cycles of π) = 59 here. A
+rank-r update moves only r directions linearly, so small r should fall short (the contrast,
+cf. Biderman et al. 2024). Not a hard limit: the read-out is non-linear (LayerNorm, the frozen
+MLP, the argmax over logits), and a low-rank update with large, superposed codes can still
+reach the right argmax; adapting the MLP too (all-linear) does so at small r. The base model
+scores about 0 (it copies x); "perm" also starts with a plateau at loss ln 64 (the confident
+copy is unlearned before the new map is found), so it needs many more steps than "rev".
 
 Randomness is explicit and keyed, never taken from call order: the training batch of
 ``(seed, step)`` is drawn from ``numpy.random.default_rng([TRAIN, seed, step])`` and the

@@ -141,17 +141,27 @@ class Tensor:
                 raise ValueError(f"backward(): grad has shape {tuple(grad.shape)}, "
                                  f"but the output has shape {self.shape}")
         grads = {id(self): grad}
+        owned = set()  # nodes whose running sum is an array this loop made (safe to add into)
         for node in reversed(self._topological_order()):
             g = grads.pop(id(node), None)
             if g is None:
                 continue
-            if node.is_leaf:  # gradients accumulate, as in PyTorch; the copy owns its memory
-                node.grad = xp.asarray(g, copy=True) if node.grad is None else node.grad + g
+            if node.is_leaf:  # gradients accumulate, as in PyTorch; .grad owns its memory
+                if node.grad is not None:
+                    node.grad = node.grad + g
+                else:
+                    node.grad = g if id(node) in owned else xp.asarray(g, copy=True)
                 continue
             for parent, pg in zip(node._parents, node._backward(g)):
                 if pg is not None and parent.requires_grad:
                     key = id(parent)
-                    grads[key] = pg if key not in grads else grads[key] + pg
+                    if key not in grads:
+                        grads[key] = pg
+                    elif key in owned:
+                        grads[key] += pg  # in place on our own sum: no new array per input
+                    else:
+                        grads[key] = grads[key] + pg
+                        owned.add(key)
             if not retain_graph:
                 node._parents, node._backward = (), _freed
 

@@ -1,0 +1,110 @@
+# %% [markdown]
+# # Solutions to lesson 02: a tiny transformer
+#
+# `python lessons/solutions/02_transformer.py` runs and checks them (`MINILORA_FAST=1`: fewer
+# training steps in exercise 3).
+
+# %%
+import math
+import os
+
+import numpy as np
+
+import minilora.functional as F
+from minilora import Tensor
+from minilora.model import GPT, GPTConfig
+from minilora.optim import AdamW
+from minilora.tensor import no_grad
+from minilora.train import IGNORE_INDEX, evaluate, train
+
+FAST = os.environ.get("MINILORA_FAST", "0") != "0"
+STEPS = 60 if FAST else 250
+rng = np.random.default_rng(0)
+
+# %% [markdown]
+# ## 1. Saturation
+#
+# With $s = 1/\sqrt{d}$ the scores have standard deviation about 1 and the weights spread over
+# several keys; with $s = 1$ the standard deviation is $\sqrt{64} = 8$ and the largest score
+# wins almost everything. A near one-hot softmax has a near-zero Jacobian
+# ($p_i(\delta_{ij} - p_j) \approx 0$ when $p$ is one-hot), so the query and key get almost no
+# gradient: training stalls.
+
+# %%
+def entropy(p):
+    return -(p * np.log(p + 1e-30)).sum(axis=-1)
+
+
+d, T = 64, 16
+q = Tensor(rng.standard_normal((1000, 1, d)))  # (n, 1, d): 1000 independent queries
+K = Tensor(rng.standard_normal((1000, T, d)))  # (n, T, d)
+scores = (q @ K.mT).numpy()[:, 0, :]  # (n, T)
+for s in (1 / math.sqrt(d), 1.0):
+    p = F.softmax(Tensor(scores * s)).numpy()  # (n, T)
+    print(f"scale {s:.3f}: mean entropy {entropy(p).mean():.2f} nats "
+          f"(uniform: {math.log(T):.2f}), mean largest weight {p.max(axis=1).mean():.2f}")
+p_scaled = F.softmax(Tensor(scores / math.sqrt(d))).numpy()
+p_raw = F.softmax(Tensor(scores)).numpy()
+assert entropy(p_raw).mean() < 0.5 * entropy(p_scaled).mean()
+assert p_raw.max(axis=1).mean() > 0.8
+
+# %% [markdown]
+# ## 2. The whole block by hand
+#
+# Weights (B, H, T, T) @ values (B, H, T, d) → (B, H, T, d); swap back to (B, T, H, d), join
+# the heads to (B, T, C), then `o_proj`.
+
+# %%
+model = GPT(GPTConfig(vocab_size=17, block_size=16, n_layer=2, n_head=4, n_embd=64), seed=1)
+block = model.layers[0]
+idx = rng.integers(0, 17, (3, 16))  # (B, T)
+B, T = idx.shape
+H = block.attn.n_head
+with no_grad():
+    x = model.wte(idx) + model.wpe(np.arange(T))  # (B, T, C)
+    h = block.ln_1(x)  # (B, T, C)
+    split = lambda t: t.reshape(B, T, H, -1).transpose(1, 2)  # (B, T, C) -> (B, H, T, d)
+    q, k, v = split(block.attn.q_proj(h)), split(block.attn.k_proj(h)), split(block.attn.v_proj(h))
+    M = np.triu(np.full((T, T), -np.inf), k=1)  # (T, T)
+    weights = F.softmax(q @ k.mT / math.sqrt(q.shape[-1]) + M, dim=-1)  # (B, H, T, T)
+    heads = weights @ v  # (B, H, T, T) @ (B, H, T, d) -> (B, H, T, d)
+    joined = heads.transpose(1, 2).reshape(B, T, -1)  # (B, T, H, d) -> (B, T, C)
+    ours = block.attn.o_proj(joined)  # (B, T, C)
+    theirs = block.attn(h)
+print("max |by hand - block.attn|:", np.abs(ours.numpy() - theirs.numpy()).max())
+assert np.allclose(ours.numpy(), theirs.numpy(), atol=1e-6)
+
+# %% [markdown]
+# ## 3. Another task: sorting
+#
+# Sorting is harder than reversing: reversing reads one fixed source position per answer
+# position, while the $j$-th smallest token depends on all of $x$. The middle positions, where
+# many tokens compete for the rank, are the last to become right; the first and last answers
+# (the minimum and maximum) come first.
+
+# %%
+V, L = 16, 8
+SEP = V
+
+
+def sort_batch(rng, n):
+    x = rng.integers(0, V, (n, L))  # (n, L)
+    seq = np.concatenate([x, np.full((n, 1), SEP), np.sort(x, axis=1)], axis=1)  # (n, 2L + 1)
+    inputs, targets = seq[:, :-1], seq[:, 1:].copy()
+    targets[:, :L] = IGNORE_INDEX
+    return inputs, targets
+
+
+model = GPT(GPTConfig(vocab_size=V + 1, block_size=2 * L, n_layer=2, n_head=4, n_embd=64), seed=0)
+history = train(model, AdamW(model.parameters(), lr=3e-3, weight_decay=0.0),
+                lambda step: sort_batch(np.random.default_rng([0, step]), 64), STEPS)
+inputs, targets = sort_batch(np.random.default_rng(10_000), 512)
+with no_grad():
+    predicted = model(inputs).numpy().argmax(axis=-1)  # (n, 2L)
+per_position = (predicted == targets)[:, L:].mean(axis=0)  # (L,) accuracy of y1..yL
+print("training loss every 50 steps:", np.round(history.loss[::50], 3))
+print("accuracy per answer position:", per_position.round(2))
+print("held-out:", evaluate(model, [(inputs, targets)]))
+assert history.loss[-1] < history.loss[0]
+if not FAST:
+    assert per_position[0] > per_position[L // 2]  # the minimum is easier than the middle

@@ -1,0 +1,93 @@
+"""The experiment subcommands of ``minilora``: ``figures``, ``pretrain`` and one per experiment.
+
+Only argparse here; each command imports the experiment code when it runs.
+"""
+from __future__ import annotations
+
+import os
+
+EXPERIMENT_HELP = {
+    "rank-ablation": "accuracy against r per set of adapted weights (Table 6)",
+    "target-modules": "which weights to adapt under a fixed parameter budget (Table 5)",
+    "subspace": "subspace similarity between adapters (Figures 3 and 4)",
+    "delta-w": "how ΔW relates to W: projections and amplification (Table 7)",
+    "intruders": "intruder dimensions against r (Shuttleworth et al. 2024)",
+    "curves": "training curves: pretraining and fine-tuning",
+    "memory": "trainable parameters, storage and training memory (arithmetic)",
+}
+
+
+def _common(p) -> None:
+    p.add_argument("--quick", action="store_true",
+                   help="a miniature of every experiment: checks the pipeline in seconds")
+    p.add_argument("--out", default="figures", metavar="DIR",
+                   help="folder for the PNGs and their data files (default: figures)")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
+                   help="worker processes for the sweep (default: 2, or 1 on a 1-core machine)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_commands(commands) -> None:
+    p = commands.add_parser(
+        "figures", help="run every experiment and write every figure with its data",
+        description="Pretrain (cached), run the sweep once, write figures/*.png with a .json "
+                    "(and .csv tables) beside each.")
+    _common(p)
+    p.set_defaults(run=_run_figures, experiments=None)
+    p = commands.add_parser(
+        "tune", help="choose each (task, target set)'s learning rate on a tuning seed",
+        description="The learning-rate search whose choice config.py records: every "
+                    "candidate at r = tuning_rank on a tuning seed, scored on a validation set.")
+    _common(p)
+    p.set_defaults(run=_run_tune)
+    p = commands.add_parser(
+        "pretrain", help="pretrain the base GPT on copy/reverse (cached by config hash)",
+        description="Train the base model every experiment starts from, or read it from the "
+                    "cache (.minilora-cache/ or $MINILORA_CACHE).")
+    p.add_argument("--quick", action="store_true", help="the small base model of --quick")
+    p.set_defaults(run=_run_pretrain)
+    for name, text in EXPERIMENT_HELP.items():
+        p = commands.add_parser(name, help=text, description=f"Run one experiment: {text}.")
+        _common(p)
+        p.set_defaults(run=_run_figures, experiments=[name])
+
+
+def _setup(args):
+    from .config import FULL, QUICK
+    return QUICK if args.quick else FULL
+
+
+def _run_figures(args) -> int:
+    from .figures import run_experiments
+
+    if args.jobs < 1:
+        raise SystemExit("minilora: --jobs must be at least 1")
+    result = run_experiments(_setup(args), args.experiments, args.out, args.jobs,
+                             progress=not args.no_progress)
+    for path in result["files"]:
+        print(path)
+    return 0
+
+
+def _run_tune(args) -> int:
+    from .figures import run_tuning
+
+    result = run_tuning(_setup(args), args.out, args.jobs, progress=not args.no_progress)
+    for (task, label), lr in result["chosen"].items():
+        print(f"{task:6} {label:14} lr {lr:g}")
+    for line in result["disagree"]:
+        print(f"differs from config.py: {line}")
+    return 1 if result["disagree"] else 0
+
+
+def _run_pretrain(args) -> int:
+    import time
+
+    from .pretrain import load_or_pretrain, paths
+
+    setup, start = _setup(args), time.perf_counter()
+    _, info = load_or_pretrain(setup.base, progress=True)
+    print(f"base model {setup.base.digest()}: accuracy {info['accuracy']:.4f}, loss "
+          f"{info['loss']:.4f} on '{setup.base.task}' ({time.perf_counter() - start:.1f} s); "
+          f"{paths(setup.base)[0]}")
+    return 0

@@ -1,0 +1,107 @@
+"""``minilora figures``: every experiment, one sweep, every figure with its data beside it.
+
+    pretrain (cached) ─► one sweep of all experiments' runs ─► per experiment:
+    compute data ─► <figure>.json (+ .csv tables) ─► plot <figure>.png
+
+The learning rates are the setup's (chosen beforehand by ``minilora tune``, see config.py).
+
+Runs shared by several experiments (the {Wq, Wv} runs feed five of them) happen once. The
+sweep goes through any ``concurrent.futures.Executor``; results do not depend on which.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+from . import curves, delta_w, intruders, memory, rank_ablation, subspace, target_modules
+from .common import lrs_table, setup_lrs, write_csv, write_json
+from .pretrain import load_or_pretrain
+from .runs import process_pool, run_specs
+
+EXPERIMENTS = {
+    "rank-ablation": rank_ablation,
+    "target-modules": target_modules,
+    "subspace": subspace,
+    "delta-w": delta_w,
+    "intruders": intruders,
+    "curves": curves,
+    "memory": memory,
+}
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _cost(spec) -> float:
+    """A rough run time, to start the longest runs first (the sweep then ends evenly)."""
+    width = 3.0 if spec.method == "full" else 1.0 + len(spec.targets) * spec.r / 256
+    return spec.steps * width
+
+
+def run_experiments(setup, names=None, out_dir: str | Path = "figures", jobs: int = 1,
+                    executor=None, progress: bool = True) -> dict:
+    """Run the named experiments (all by default) and write their figures and data files.
+
+    Returns ``{"files": [...], "timings": {...}}``; timings go to stderr too, never into data.
+    """
+    names = list(names or EXPERIMENTS)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings, start = {}, time.perf_counter()
+    load_or_pretrain(setup.base, progress=progress)
+    timings["pretrain"] = time.perf_counter() - start
+    results: dict = {}
+    lrs = setup_lrs(setup)
+    with process_pool(jobs) if executor is None else nullcontext(executor) as pool:
+        t = time.perf_counter()
+        specs = [spec for name in names for spec in EXPERIMENTS[name].specs(setup, lrs)]
+        run_specs(sorted(specs, key=_cost, reverse=True), pool, progress=progress,
+                  results=results)
+        timings["sweep"] = time.perf_counter() - t
+    t = time.perf_counter()
+    files = [write_json(out_dir / "learning_rates.json",
+                        {"setup": setup.name, "chosen_by": "minilora tune (config.py)",
+                         "learning_rates": lrs_table(lrs)})]
+    for name in names:
+        module = EXPERIMENTS[name]
+        data = module.compute(setup, lrs, results)
+        files += [write_json(out_dir / f"{stem}.json", d) for stem, d in data.items()]
+        if hasattr(module, "tables"):
+            files += [write_csv(out_dir / f"{stem}.csv", rows)
+                      for stem, rows in module.tables(data).items()]
+        files += module.plot(data, out_dir)
+    timings["analysis_and_plots"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - start
+    run_seconds = sum(res["seconds"] for res in results.values())
+    _log(f"minilora figures ({setup.name}, jobs={jobs}): " + ", ".join(
+        f"{k} {v:.1f} s" for k, v in timings.items()) +
+        f"; {len(results)} runs, {run_seconds:.1f} s of run time")
+    return {"files": [str(f) for f in files], "timings": timings}
+
+
+def run_tuning(setup, out_dir: str | Path = "figures", jobs: int = 1, executor=None,
+               progress: bool = True) -> dict:
+    """``minilora tune``: the learning-rate search; writes learning_rate_tuning.json/.csv.
+
+    Returns ``{"chosen": {...}, "recorded": {...}, "disagree": [...]}``: what the search picks
+    against what config.py records.
+    """
+    from .common import choose_lrs, tuning_specs
+
+    out_dir = Path(out_dir)
+    load_or_pretrain(setup.base, progress=progress)
+    results: dict = {}
+    with process_pool(jobs) if executor is None else nullcontext(executor) as pool:
+        run_specs(tuning_specs(setup), pool, progress=progress, results=results)
+    chosen, table = choose_lrs(setup, results)
+    recorded = setup_lrs(setup)
+    disagree = [f"{task} {label}: search {lr:g}, config {recorded[(task, label)]:g}"
+                for (task, label), lr in chosen.items() if lr != recorded[(task, label)]]
+    write_json(out_dir / "learning_rate_tuning.json",
+               {"setup": setup.name, "chosen": lrs_table(chosen), "runs": table})
+    if table:
+        write_csv(out_dir / "learning_rate_tuning.csv", table)
+    return {"chosen": chosen, "recorded": recorded, "disagree": disagree}

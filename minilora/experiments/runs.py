@@ -1,0 +1,199 @@
+"""One fine-tuning run, named by a key; many runs through any ``concurrent.futures.Executor``.
+
+A :class:`RunSpec` says everything a run depends on (base model, task, LoRA or full
+fine-tuning, targets, r, seed, steps, learning rate, batch size). Every random draw of the run
+comes from the spec itself, never from the order runs happen in:
+
+* the training batches from ``(spec.seed, step)`` (tasks.py): runs that differ only in the
+  method, targets or r see the same batches, so their comparison is paired;
+* LoRA's A from :meth:`RunSpec.init_seed`, a hash of the whole key: A_{r=8} and A_{r=64} of
+  one seed are drawn independently (a shared stream would make A_{r=8}'s initial rows equal
+  to A_{r=64}'s first rows and inflate their subspace similarity).
+
+So a sweep gives the same numbers whatever the executor, the number of workers, or the order
+of completion. :func:`run_specs` runs the distinct specs once each and returns results in the
+order asked.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+
+from .pretrain import PretrainConfig
+
+ALL_LINEAR = ("all-linear",)
+BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    base: PretrainConfig  # the pre-trained model the run starts from
+    task: str  # downstream task: "rev" or "perm" (tasks.py)
+    method: str  # "lora", "full" (every weight trains) or "base" (no training: the reference)
+    targets: tuple = ()  # LoRA's target_modules, e.g. ("q_proj", "v_proj"), or ALL_LINEAR
+    r: int = 0  # LoRA rank
+    seed: int = 0  # data stream (and, hashed with the rest of the key, LoRA's init)
+    steps: int = 0  # optimizer steps
+    lr: float = 0.0  # peak learning rate: linear warm-up, then cosine decay to 0
+    warmup: int = 0  # warm-up steps
+    betas: tuple = (0.9, 0.999)  # AdamW's moment decay rates (PyTorch's default)
+    batch_size: int = 32  # sequences per step
+    lora_alpha: float = 8.0  # scaling = lora_alpha / r
+    eval_size: int = 1024  # held-out sequences for the final accuracy
+    eval_seed: int = 0  # which held-out set: 0 the test set, 1 the validation set for tuning
+    eval_every: int = 0  # also evaluate every this many steps (a training curve); 0: at the end
+
+    def key(self) -> str:
+        """A readable, stable name of the training run (``eval_every`` left out: it only
+        observes, it does not change the weights)."""
+        fields = asdict(replace(self, eval_every=0))
+        fields["base"] = self.base.digest()
+        return json.dumps(fields, sort_keys=True)
+
+    def init_seed(self) -> int:
+        """A 32-bit seed for LoRA's init: SHA-256 of the key, so every run draws its own A."""
+        return int.from_bytes(hashlib.sha256(self.key().encode()).digest()[:4], "little")
+
+    def label(self) -> str:
+        if self.method != "lora":
+            return f"{self.task} {self.method} seed {self.seed}"
+        return f"{self.task} {','.join(self.targets)} r={self.r} seed {self.seed}"
+
+
+_BASES: dict = {}  # per process: the loaded base models' state dicts, by digest
+
+
+def _base_model(config: PretrainConfig, cache: str | None):
+    """A fresh copy of the pre-trained GPT (loaded from the cache once per process)."""
+    from ..model import GPT
+    from .pretrain import load_or_pretrain
+
+    digest = config.digest()
+    if digest not in _BASES:
+        _BASES[digest] = load_or_pretrain(config, cache)[0].state_dict()
+    model = GPT(config.model, seed=config.seed)
+    model.load_state_dict(_BASES[digest])
+    return model
+
+
+def run_one(spec: RunSpec, cache: str | None = None) -> dict:
+    """Fine-tune (or just evaluate) as ``spec`` says; returns plain data (NumPy arrays inside).
+
+    ``weights`` holds what the analyses need: for LoRA, A, B and scaling of every adapted
+    layer; for full fine-tuning, the fine-tuned weight of every Linear but lm_head.
+    """
+    from .. import backend, tasks
+    from ..lora import LoraConfig, get_lora_model
+    from ..nn import Linear
+    from ..optim import AdamW, get_cosine_schedule_with_warmup
+    from ..train import evaluate, train
+
+    start = time.perf_counter()
+    model = _base_model(spec.base, cache)
+    eval_batches = tasks.eval_set(spec.task, spec.eval_size, seed=spec.eval_seed)
+    history, weights = None, {}
+    if spec.method in ("lora", "full"):
+        if spec.method == "lora":
+            targets = "all-linear" if spec.targets == ALL_LINEAR else list(spec.targets)
+            config = LoraConfig(r=spec.r, lora_alpha=spec.lora_alpha, target_modules=targets)
+            model = get_lora_model(model, config, seed=spec.init_seed())
+        optimizer = AdamW(model.parameters(), lr=spec.lr, betas=spec.betas, weight_decay=0.0)
+        scheduler = get_cosine_schedule_with_warmup(optimizer, spec.warmup, spec.steps)
+        history = train(model, optimizer, tasks.batch_fn(spec.task, spec.batch_size, spec.seed),
+                        spec.steps, scheduler=scheduler, eval_every=spec.eval_every,
+                        evaluate_fn=(lambda m: evaluate(m, eval_batches)) if spec.eval_every
+                        else None)
+        if spec.method == "lora":
+            for path, layer in model.lora_layers():
+                weights[path] = {"A": backend.to_numpy(layer.lora_A["default"].weight.data),
+                                 "B": backend.to_numpy(layer.lora_B["default"].weight.data),
+                                 "scaling": layer.scaling["default"]}
+        else:
+            for path, layer in model.named_modules():
+                if isinstance(layer, Linear) and not path.endswith("lm_head"):
+                    weights[path] = {"W": backend.to_numpy(layer.weight.data)}
+    elif spec.method != "base":
+        raise ValueError(f"unknown method {spec.method!r}: expected 'lora', 'full' or 'base'")
+    final = evaluate(model, eval_batches)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) \
+        if spec.method != "base" else 0
+    return {"key": spec.key(), "accuracy": final["accuracy"], "loss": final["loss"],
+            "trainable": trainable,
+            "train_loss": history.loss if history else [],
+            "curve": history.evals if history else [],
+            "weights": weights, "seconds": time.perf_counter() - start}
+
+
+def run_specs(specs, executor=None, cache: str | None = None, progress: bool = True,
+              results: dict | None = None) -> list[dict]:
+    """Results for ``specs``, in their order; each distinct run happens once.
+
+    ``executor``: any ``concurrent.futures.Executor`` with process workers (:func:`process_pool`,
+    Dask's, Ray's), or None to run here, one after another. Not threads: ``no_grad()`` is a
+    process-wide switch, so an evaluation in one thread would stop another's gradients. ``results`` (by key) lets several experiments share runs:
+    keys already in it are not run again, and new results are added to it.
+    """
+    from .pretrain import load_or_pretrain
+
+    results = {} if results is None else results
+    for base in {spec.base.digest(): spec.base for spec in specs}.values():
+        load_or_pretrain(base, cache, progress=progress)  # here, once: workers only read it
+    todo: dict[str, RunSpec] = {}
+    for spec in specs:  # one run per key; a spec that records a curve wins over one that does not
+        if spec.key() not in results and spec.eval_every >= getattr(todo.get(spec.key()),
+                                                                     "eval_every", -1):
+            todo[spec.key()] = spec
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(todo), desc="fine-tuning runs", unit="run")
+    try:
+        if executor is None:
+            for key, spec in todo.items():
+                results[key] = run_one(spec, cache)
+                if bar is not None:
+                    bar.update(1)
+        else:
+            from concurrent.futures import as_completed
+
+            futures = {executor.submit(run_one, spec, cache): key for key, spec in todo.items()}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return [results[spec.key()] for spec in specs]
+
+
+@contextmanager
+def process_pool(jobs: int):
+    """A ``ProcessPoolExecutor`` of ``jobs`` workers, each with one BLAS thread.
+
+    One BLAS thread per worker, for any ``jobs`` (1 included): a multi-threaded matrix product
+    may add in another order and round differently, so results are bit-for-bit the same
+    only if every run sees the same threading. Workers start with "spawn": a fresh interpreter
+    inherits no state, and reads the thread settings when it imports NumPy. (Any other
+    executor gives the same numbers if its workers also use one BLAS thread.)
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if jobs < 1:
+        raise ValueError(f"process_pool: jobs must be at least 1, got {jobs}")
+    saved = {v: os.environ.get(v) for v in BLAS_THREADS}
+    os.environ.update({v: "1" for v in BLAS_THREADS})  # this process's NumPy is unaffected
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            yield pool
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value

@@ -1,0 +1,161 @@
+"""The SVD analyses (analysis.py) against independent oracles.
+
+Matrices are built as Q1 diag(s) Q2ᵀ with known orthonormal factors and well-separated singular
+values, so the "top-i right singular subspace" is known from the construction, not from the
+code under test; principal angles come from scipy.linalg.subspace_angles.
+"""
+import numpy as np
+import pytest
+import scipy.linalg
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minilora import analysis, backend
+
+pytestmark = pytest.mark.analysis
+
+
+def orthonormal(n: int, m: int, rng) -> np.ndarray:
+    """n × m with orthonormal columns (m <= n), Haar-distributed."""
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return (q * np.sign(np.diag(r)))[:, :m]
+
+
+def known_svd(rows: int, cols: int, rng):
+    """(A, V): A = U diag(s) Vᵀ with singular values 1, 1/2, 1/4, ... (well separated)."""
+    k = min(rows, cols)
+    U, V = orthonormal(rows, k, rng), orthonormal(cols, k, rng)
+    s = 2.0 ** -np.arange(k)
+    return (U * s) @ V.T, V
+
+
+shapes = st.integers(4, 24).flatmap(lambda k: st.tuples(
+    st.just(k), st.integers(1, k), st.integers(1, k), st.integers(0, 2**32 - 1)))
+
+
+@given(shapes, st.data())
+def test_phi_matches_principal_angles(shape, data):
+    k, r1, r2, seed = shape
+    i, j = data.draw(st.integers(1, r1)), data.draw(st.integers(1, r2))
+    rng = np.random.default_rng(seed)
+    (A1, V1), (A2, V2) = known_svd(r1, k, rng), known_svd(r2, k, rng)
+    angles = scipy.linalg.subspace_angles(V1[:, :i], V2[:, :j])  # min(i, j) principal angles
+    phi = analysis.subspace_similarity(A1, A2, i, j)
+    assert 0.0 <= phi <= 1.0 + 1e-12
+    assert phi == pytest.approx(np.mean(np.cos(angles) ** 2), abs=1e-9)
+
+
+@given(shapes)
+def test_phi_is_symmetric_for_equal_sizes(shape):
+    k, r1, r2, seed = shape
+    rng = np.random.default_rng(seed)
+    A1, A2 = rng.standard_normal((r1, k)), rng.standard_normal((r2, k))
+    for i in range(1, min(r1, r2) + 1):
+        assert analysis.subspace_similarity(A1, A2, i, i) == \
+            pytest.approx(analysis.subspace_similarity(A2, A1, i, i), abs=1e-9)
+
+
+@given(shapes)
+def test_phi_is_one_for_nested_subspaces(shape):
+    k, r1, r2, seed = shape
+    r1 = min(r1, r2)
+    rng = np.random.default_rng(seed)
+    A2, _ = known_svd(r2, k, rng)
+    A1 = orthonormal(r2, r1, rng).T @ A2  # rows of A1 lie in the row space of A2
+    assert analysis.subspace_similarity(A1, A2, r1, r2) == pytest.approx(1.0, abs=1e-9)
+    assert analysis.subspace_similarity(A2, A2, r2, r2) == pytest.approx(1.0, abs=1e-9)
+
+
+@given(shapes)
+def test_grid_equals_pointwise(shape):
+    k, r1, r2, seed = shape
+    rng = np.random.default_rng(seed)
+    A1, A2 = rng.standard_normal((r1, k)), rng.standard_normal((r2, k))
+    grid = analysis.subspace_similarity_grid(A1, A2)
+    assert grid.shape == (r1, r2)
+    for i in range(1, r1 + 1):
+        for j in range(1, r2 + 1):
+            assert grid[i - 1, j - 1] == pytest.approx(
+                analysis.subspace_similarity(A1, A2, i, j), abs=1e-9)
+
+
+@pytest.mark.parametrize("i, j", [(1, 1), (1, 8), (4, 4), (8, 2)])
+def test_random_baseline_is_max_over_k_on_average(i, j):
+    k, n = 32, 400
+    rng = np.random.default_rng(7)
+    phis = [analysis.subspace_similarity(rng.standard_normal((8, k)), rng.standard_normal((8, k)),
+                                         i, j) for _ in range(n)]
+    expected = analysis.random_subspace_similarity(k, i, j)
+    assert expected == max(i, j) / k
+    assert np.mean(phis) == pytest.approx(expected, abs=4 * np.std(phis) / np.sqrt(n))
+
+
+@pytest.mark.parametrize("i, j", [(0, 1), (3, 1), (1, 9)])
+def test_phi_rejects_out_of_range(i, j):
+    A = np.ones((2, 8)) + np.eye(2, 8)
+    with pytest.raises(ValueError):
+        analysis.subspace_similarity(A, np.eye(8), i, j)
+
+
+@given(st.integers(4, 20), st.integers(1, 4), st.integers(0, 2**32 - 1))
+def test_projection_of_w_on_its_own_top_r_is_the_largest(n, r, seed):
+    rng = np.random.default_rng(seed)
+    W, delta = rng.standard_normal((n, n + 2)), rng.standard_normal((n, n + 2))
+    row = analysis.delta_w_projections(W, delta, r, seed=seed)
+    s = np.linalg.svd(W, compute_uv=False)
+    assert row["from_w"] == pytest.approx(np.sqrt(np.sum(s[:r] ** 2)), rel=1e-9)
+    assert row["from_delta_w"] <= row["from_w"] + 1e-9  # Ky Fan: W's own subspaces hold most
+    assert row["random"] <= row["from_w"] + 1e-9
+    assert row["w_norm"] == pytest.approx(np.linalg.norm(W), rel=1e-9)
+    assert row["amplification"] == pytest.approx(np.linalg.norm(delta) / row["from_delta_w"])
+
+
+def test_amplification_of_a_rank_one_update():
+    rng = np.random.default_rng(0)
+    U, V = orthonormal(16, 16, rng), orthonormal(12, 12, rng)
+    s = np.linspace(5.0, 0.5, 12)
+    W = (U[:, :12] * s) @ V.T
+    delta = 3.0 * np.outer(U[:, 4], V[:, 4])  # along W's 5th singular pair, σ = s[4]
+    assert analysis.amplification_factor(W, delta, 1) == pytest.approx(3.0 / s[4])
+
+
+@given(st.integers(6, 24), st.integers(0, 2**32 - 1))
+def test_no_intruders_in_w_itself_or_a_tiny_perturbation(n, seed):
+    rng = np.random.default_rng(seed)
+    W, _ = known_svd(n, n, rng)
+    assert analysis.intruder_dimensions(W, W, k=n) == 0
+    tiny = 1e-7 * rng.standard_normal((n, n))  # far below the singular-value gaps (≥ 2^-n)
+    assert analysis.intruder_dimensions(W + tiny, W, k=min(n, 10)) == 0
+
+
+def test_a_new_direction_is_an_intruder():
+    rng = np.random.default_rng(1)
+    n = 64
+    U, V = orthonormal(n, n, rng), orthonormal(n, n, rng)
+    W = (U * np.linspace(2.0, 1.0, n)) @ V.T
+    u = U @ np.ones(n) / np.sqrt(n)  # |cos| = 1/8 with every singular vector of W
+    W_ft = W + 10.0 * np.outer(u, V[:, 0])  # top left singular vector ≈ u (tilted by W V[:, 0])
+    cos = analysis.max_cosine_similarities(W_ft, W, k=3)
+    assert cos[0] < 0.5 and cos[1] > 0.9 and analysis.intruder_dimensions(W_ft, W, k=1) == 1
+
+
+def test_analysis_runs_on_a_strict_array_api_namespace():
+    strict = pytest.importorskip("array_api_strict")
+    rng = np.random.default_rng(3)
+    A1, A2, W, D = (rng.standard_normal(s) for s in [(4, 16), (8, 16), (16, 16), (16, 16)])
+    expected = (analysis.subspace_similarity(A1, A2, 2, 5),
+                np.asarray(analysis.subspace_similarity_grid(A1, A2)),
+                analysis.delta_w_projections(W, D, 4), analysis.intruder_dimensions(W + D, W))
+    backend.use(strict)
+    try:
+        to = lambda a: strict.asarray(a)  # noqa: E731
+        got = (analysis.subspace_similarity(to(A1), to(A2), 2, 5),
+               np.asarray(analysis.subspace_similarity_grid(to(A1), to(A2))),
+               analysis.delta_w_projections(to(W), to(D), 4),
+               analysis.intruder_dimensions(to(W + D), to(W)))
+    finally:
+        backend.use("numpy")
+    assert got[0] == pytest.approx(expected[0])
+    np.testing.assert_allclose(got[1], expected[1], atol=1e-12)
+    assert got[2] == pytest.approx(expected[2])
+    assert got[3] == expected[3]

@@ -1,0 +1,73 @@
+"""``minilora bench``: the quick mode runs end to end through the CLI and writes well-formed JSON.
+
+No timing is asserted (machines differ and are noisy); the structure and the FLOP arithmetic are.
+"""
+import json
+
+import pytest
+
+from minilora import bench, cli
+from minilora.model import GPTConfig
+
+pytestmark = pytest.mark.nn
+
+
+def test_quick_bench_through_the_cli(tmp_path, capsys):
+    path = tmp_path / "out" / "bench.json"
+    assert cli.main(["bench", "--quick", "--json", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "training step" in table and "GEMM" in table
+    result = json.loads(path.read_text())
+    assert not list(path.parent.glob(".bench-*"))  # the atomic write left no temporary behind
+
+    assert set(result) == {"settings", "env", "gemm", "configs"}
+    env = result["env"]
+    for key in ("numpy", "blas", "threads", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        assert key in env
+    assert result["gemm"]["peak_gflops"] > 0
+    assert all(row["gflops"] > 0 for row in result["gemm"]["sizes"])
+
+    (name, cfg), = result["configs"].items()
+    assert name == "tiny" and cfg["tokens"] == cfg["batch"] * cfg["seq"]
+    train, infer, memory = cfg["train"], cfg["infer"], cfg["memory"]
+    for mode in ("full", "lora"):
+        row = train[mode]
+        assert row["step_s"] > 0 and row["tokens_per_s"] > 0 and 0 < row["peak_fraction"]
+        assert row["matmul_gflop"] > 0
+        parts = memory[mode]
+        assert parts["total_peak"] == (parts["parameters"] + parts["optimizer_states"]
+                                       + parts["step_peak"])
+        assert parts["activations"] > 0 and parts["gradients"] > 0
+    assert train["lora"]["trainable_params"] < train["full"]["trainable_params"]
+    assert memory["lora"]["optimizer_states"] < memory["full"]["optimizer_states"]
+    assert memory["lora"]["gradients"] < memory["full"]["gradients"]
+    for mode in ("base", "lora_unmerged", "lora_merged"):
+        assert infer[mode]["forward_s"] > 0
+    assert "torch" not in env or "over_torch" in train["full"]
+
+
+def test_unknown_config_is_a_clear_error():
+    with pytest.raises(SystemExit, match="unknown bench config"):
+        cli.main(["bench", "--quick", "--configs", "huge"])
+
+
+def test_matmul_flops_by_hand():
+    """One layer, counted by hand: 6 Linears, attention, lm_head; LoRA drops every dW."""
+    cfg = GPTConfig(vocab_size=10, block_size=4, n_layer=1, n_head=2, n_embd=8)
+    B, T, C, V = 3, 4, 8, 10
+    N = B * T
+    linears = 4 * 2 * N * C * C + 2 * (2 * N * C * 4 * C) + 2 * N * C * V
+    attention = 2 * (2 * B * T * T * C)
+    full = bench.matmul_flops(cfg, B, T)
+    assert full["forward"] == linears + attention
+    assert full["backward"] == 2 * full["forward"]  # dX and dW for every product
+    r = 2
+    lora = bench.matmul_flops(cfg, B, T, lora_r=r, target_modules=("q_proj", "v_proj"))
+    thin = 2 * (2 * N * C * r + 2 * N * r * C)  # x Aᵀ and h Bᵀ on q_proj and v_proj
+    assert lora["forward"] == full["forward"] + thin
+    # Backward: layer 0's input needs no gradient, so q/k/v get no dX; attention skips dK;
+    # o_proj, the MLP and lm_head pass dX down; the adapters add dB, dh and dA.
+    dx = 2 * N * C * C + 2 * (2 * N * C * 4 * C) + 2 * N * C * V
+    attention_bwd = 3 * (2 * B * T * T * C)
+    adapters = 2 * (2 * (2 * N * r * C) + 2 * N * C * r)
+    assert lora["backward"] == dx + attention_bwd + adapters

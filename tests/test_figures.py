@@ -1,0 +1,44 @@
+"""``minilora figures --quick`` makes every figure with its data, the same data every time.
+
+Two quick runs into fresh folders, one with two worker processes and one in this process: the
+data files must match byte for byte (runs are seeded by their keys, not by order or worker).
+"""
+import pytest
+
+from minilora.cli import main
+from minilora.experiments.figures import EXPERIMENTS
+
+pytestmark = [pytest.mark.experiments, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def two_quick_runs(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    outs = [tmp_path_factory.mktemp("figures-jobs2"), tmp_path_factory.mktemp("figures-jobs1")]
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MINILORA_CACHE", str(cache))
+    try:
+        for out, jobs in zip(outs, (2, 1)):
+            assert main(["figures", "--quick", "--out", str(out), "--jobs", str(jobs),
+                         "--no-progress"]) == 0
+    finally:
+        mp.undo()
+    return outs
+
+
+def test_every_figure_and_its_data_file_is_made(two_quick_runs):
+    out = two_quick_runs[0]
+    for name, module in EXPERIMENTS.items():
+        for stem in module.FIGURES:
+            assert (out / f"{stem}.png").stat().st_size > 10_000, (name, stem)
+            assert (out / f"{stem}.json").stat().st_size > 0, (name, stem)
+    for png in out.glob("*.png"):
+        assert png.with_suffix(".json").exists() or png.with_suffix(".csv").exists(), png
+
+
+def test_two_runs_give_identical_data_files(two_quick_runs):
+    first, second = two_quick_runs
+    data = sorted(p.name for p in first.iterdir() if p.suffix in (".json", ".csv"))
+    assert data == sorted(p.name for p in second.iterdir() if p.suffix in (".json", ".csv"))
+    for name in data:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
