@@ -84,6 +84,14 @@ def is_numpy() -> bool:
     return xp.module is np
 
 
+def synchronize() -> None:
+    """Wait until the device has finished all queued work (a GPU runs kernels asynchronously,
+    so a timer must wait for them); nothing to wait for on the CPU."""
+    cuda = getattr(xp.module, "cuda", None)
+    if cuda is not None and hasattr(cuda, "Device"):  # CuPy
+        cuda.Device().synchronize()
+
+
 def dtype(name: str | None = None):
     """The active namespace's dtype object for ``name`` (default: the engine's float32)."""
     return getattr(xp.module, name or DEFAULT_FLOAT)
@@ -190,7 +198,9 @@ def keep_freed_memory() -> bool:
     experiments' model size (d_model 128, 2 layers), 4% at d_model 256. Keeping the blocks costs
     nothing but a resident size that stays at its peak (PyTorch users get the same from
     jemalloc/tcmalloc; NumPy itself asks for huge pages at import for the same reason). Applied
-    once at import on glibc; returns whether it applied.
+    once at import on glibc, since it changes the whole process's allocator: set
+    ``MINILORA_KEEP_FREED_MEMORY=0`` before importing minilora to leave malloc as it was.
+    Returns whether it applied.
     """
     import ctypes
 
@@ -206,7 +216,7 @@ def keep_freed_memory() -> bool:
     return bool(mmap_ok and trim_ok)
 
 
-MALLOC_TUNED = keep_freed_memory()
+MALLOC_TUNED = os.environ.get("MINILORA_KEEP_FREED_MEMORY", "1") != "0" and keep_freed_memory()
 
 if os.environ.get("MINILORA_BACKEND"):
     use(os.environ["MINILORA_BACKEND"])

@@ -24,7 +24,7 @@ import time
 import tracemalloc
 
 from . import functional as F
-from .backend import Generator, to_numpy, xp
+from .backend import Generator, synchronize, to_numpy, xp
 from .model import GPT, GPTConfig
 from .optim import AdamW
 from .tensor import no_grad
@@ -104,8 +104,10 @@ def _time_side_by_side(cases: dict, repeats: int, min_sample_s: float) -> dict:
     inner = {}
     for name, fn in cases.items():  # warm-up: allocates optimizer state, fills caches
         fn()
+        synchronize()
         t0 = time.perf_counter()
         fn()
+        synchronize()
         inner[name] = max(1, round(min_sample_s / max(time.perf_counter() - t0, 1e-9)))
     samples = {name: [] for name in cases}
     for _ in range(repeats):
@@ -113,9 +115,11 @@ def _time_side_by_side(cases: dict, repeats: int, min_sample_s: float) -> dict:
             if min_sample_s:
                 time.sleep(SETTLE_S)
                 fn()
+                synchronize()
             t0 = time.perf_counter()
             for _ in range(inner[name]):
                 fn()
+            synchronize()  # a GPU queues its kernels: wait for them before reading the clock
             samples[name].append((time.perf_counter() - t0) / inner[name])
     return {name: statistics.median(s) for name, s in samples.items()}
 

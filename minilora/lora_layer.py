@@ -183,6 +183,16 @@ class LoraLinear(Module):
         self.active_adapters = [a for a in self.active_adapters if a != adapter_name]
 
     def forward(self, x: Tensor) -> Tensor:
+        pending = [n for n in self.active_adapters if n not in self.merged_adapters]
+        if (len(pending) == 1 and not self.disable_adapters and type(self.base_layer) is Linear
+                and pending[0] not in self.lora_magnitude_vector
+                and (self.lora_dropout[pending[0]].p == 0 or not self.lora_dropout[pending[0]].training)):
+            # The common case (one plain adapter, no dropout) as one fused op: same h, but it
+            # keeps the (N, r) bottleneck instead of three (N, out) arrays (less memory, faster).
+            name = pending[0]
+            return F.lora_linear(x, self.base_layer.weight, self.base_layer.bias,
+                                 self.lora_A[name].weight, self.lora_B[name].weight,
+                                 self.scaling[name])
         result = base_out = self.base_layer(x)  # W0 x + b (W0 already includes any merged ΔW)
         if self.disable_adapters:
             if self.merged:

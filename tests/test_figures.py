@@ -6,7 +6,7 @@ data files must match byte for byte (runs are seeded by their keys, not by order
 import pytest
 
 from minilora.cli import main
-from minilora.experiments.figures import EXPERIMENTS
+from minilora.experiments.figures import EXPERIMENTS, VARIANTS
 
 pytestmark = [pytest.mark.experiments, pytest.mark.slow]
 
@@ -32,6 +32,9 @@ def test_every_figure_and_its_data_file_is_made(two_quick_runs):
         for stem in module.FIGURES:
             assert (out / f"{stem}.png").stat().st_size > 10_000, (name, stem)
             assert (out / f"{stem}.json").stat().st_size > 0, (name, stem)
+    for name in VARIANTS:  # the "after LoRA" figures: the name is the file stem
+        assert (out / f"{name}.png").stat().st_size > 10_000, name
+        assert (out / f"{name}.json").stat().st_size > 0, name
     for png in out.glob("*.png"):
         assert png.with_suffix(".json").exists() or png.with_suffix(".csv").exists(), png
 

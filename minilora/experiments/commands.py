@@ -14,6 +14,10 @@ EXPERIMENT_HELP = {
     "intruders": "intruder dimensions against r (Shuttleworth et al. 2024)",
     "curves": "training curves: pretraining and fine-tuning",
     "memory": "trainable parameters, storage and training memory (arithmetic)",
+    "quantization": "NF4, FP4 and int4 code books: bits per parameter and error (QLoRA)",
+    "qlora": "LoRA on a 4-bit base: quality and stored bytes against the fp32 base",
+    "rslora": "training curves across r under scaling α/r and α/√r (rsLoRA)",
+    "variants": "DoRA, PiSSA and LoRA+ against LoRA: the first steps of fine-tuning",
 }
 
 

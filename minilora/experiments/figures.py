@@ -5,6 +5,9 @@
 
 The learning rates are the setup's (chosen beforehand by ``minilora tune``, see config.py).
 
+The "after LoRA" figures (QLoRA's code books, QLoRA, rsLoRA, DoRA/PiSSA/LoRA+) run their
+short fine-tuning runs in the same pool.
+
 Runs shared by several experiments (the {Wq, Wv} runs feed five of them) happen once. The
 sweep goes through any ``concurrent.futures.Executor``; results do not depend on which.
 """
@@ -15,10 +18,12 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from . import curves, delta_w, intruders, memory, rank_ablation, subspace, target_modules
+from . import (curves, delta_w, intruders, memory, qlora, quantization, rank_ablation, rslora,
+               subspace, target_modules, variant_curves)
 from .common import lrs_table, setup_lrs, write_csv, write_json
 from .pretrain import load_or_pretrain
 from .runs import process_pool, run_specs
+from .variant_runs import run_variant
 
 EXPERIMENTS = {
     "rank-ablation": rank_ablation,
@@ -28,6 +33,15 @@ EXPERIMENTS = {
     "intruders": intruders,
     "curves": curves,
     "memory": memory,
+}
+
+# After LoRA (variants): each module has run(quick, executor, base, ..., results) and
+# plot(data, png_path); the name is also the figure's file stem.
+VARIANTS = {
+    "quantization": quantization,  # NF4 / FP4 / int4 code books: bits and errors (no runs)
+    "qlora": qlora,
+    "rslora": rslora,
+    "variants": variant_curves,  # DoRA, PiSSA, LoRA+ against LoRA
 }
 
 
@@ -45,9 +59,14 @@ def run_experiments(setup, names=None, out_dir: str | Path = "figures", jobs: in
                     executor=None, progress: bool = True) -> dict:
     """Run the named experiments (all by default) and write their figures and data files.
 
-    Returns ``{"files": [...], "timings": {...}}``; timings go to stderr too, never into data.
+    Names come from EXPERIMENTS and VARIANTS. Returns ``{"files": [...], "timings": {...}}``;
+    timings go to stderr too, never into data.
     """
-    names = list(names or EXPERIMENTS)
+    names = list(names or [*EXPERIMENTS, *VARIANTS])
+    unknown = [n for n in names if n not in EXPERIMENTS and n not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown experiment(s) {unknown}; "
+                         f"choose from {[*EXPERIMENTS, *VARIANTS]}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     timings, start = {}, time.perf_counter()
@@ -55,16 +74,26 @@ def run_experiments(setup, names=None, out_dir: str | Path = "figures", jobs: in
     timings["pretrain"] = time.perf_counter() - start
     results: dict = {}
     lrs = setup_lrs(setup)
+    quick = setup.name == "quick"
+    variant_names = [n for n in names if n in VARIANTS]
+    names = [n for n in names if n in EXPERIMENTS]
     with process_pool(jobs) if executor is None else nullcontext(executor) as pool:
         t = time.perf_counter()
+        # The variant runs are short: queued first, they finish while the long sweep runs.
+        variant_specs = list(dict.fromkeys(
+            spec for name in variant_names if hasattr(VARIANTS[name], "specs")
+            for spec in _flat(VARIANTS[name].specs(quick))))
+        variant_futures = {spec: pool.submit(run_variant, spec, setup.base)
+                           for spec in variant_specs}
         specs = [spec for name in names for spec in EXPERIMENTS[name].specs(setup, lrs)]
         run_specs(sorted(specs, key=_cost, reverse=True), pool, progress=progress,
                   results=results)
+        variant_results = {spec: future.result() for spec, future in variant_futures.items()}
         timings["sweep"] = time.perf_counter() - t
     t = time.perf_counter()
     files = [write_json(out_dir / "learning_rates.json",
                         {"setup": setup.name, "chosen_by": "minilora tune (config.py)",
-                         "learning_rates": lrs_table(lrs)})]
+                         "learning_rates": lrs_table(lrs)})] if names else []
     for name in names:
         module = EXPERIMENTS[name]
         data = module.compute(setup, lrs, results)
@@ -73,13 +102,27 @@ def run_experiments(setup, names=None, out_dir: str | Path = "figures", jobs: in
             files += [write_csv(out_dir / f"{stem}.csv", rows)
                       for stem, rows in module.tables(data).items()]
         files += module.plot(data, out_dir)
+    for name in variant_names:
+        module = VARIANTS[name]
+        data = module.run(quick, base=setup.base) if name == "quantization" else \
+            module.run(quick, base=setup.base, results=variant_results)  # all runs done above
+        files.append(write_json(out_dir / f"{name}.json", data))
+        if hasattr(module, "summary"):
+            files.append(write_csv(out_dir / f"{name}.csv", module.summary(data)))
+        module.plot(data, out_dir / f"{name}.png")
+        files.append(out_dir / f"{name}.png")
     timings["analysis_and_plots"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
-    run_seconds = sum(res["seconds"] for res in results.values())
+    run_seconds = sum(res["seconds"] for res in [*results.values(), *variant_results.values()])
     _log(f"minilora figures ({setup.name}, jobs={jobs}): " + ", ".join(
         f"{k} {v:.1f} s" for k, v in timings.items()) +
-        f"; {len(results)} runs, {run_seconds:.1f} s of run time")
+        f"; {len(results) + len(variant_results)} runs, {run_seconds:.1f} s of run time")
     return {"files": [str(f) for f in files], "timings": timings}
+
+
+def _flat(specs) -> list:
+    """A variant module's specs: a list, or a dict of lists (one per variant)."""
+    return [s for group in specs.values() for s in group] if isinstance(specs, dict) else specs
 
 
 def run_tuning(setup, out_dir: str | Path = "figures", jobs: int = 1, executor=None,
