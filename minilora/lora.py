@@ -240,8 +240,9 @@ class LoraModel(Module):
 
         "cat": A = [w_i s_i A_i] stacked, B = [B_i] side by side: ΔW = Σ w_i ΔW_i exactly,
                rank Σ r_i.
-        "linear": A = Σ √w_i s_i A_i, B = Σ √w_i B_i (same r): cheap, but B A then has
-               cross terms B_i A_j, so it is not Σ w_i ΔW_i.
+        "linear": A = Σ √(w_i s_i) A_i, B = Σ √(w_i s_i) B_i (same r; PEFT's current
+               formula): cheap, but B A then has cross terms B_i A_j, so it is Σ w_i ΔW_i
+               only for a single adapter.
         "svd": the best rank-k factorization (Eckart–Young) of Σ w_i ΔW_i per layer,
                k = svd_rank or max r_i.
         """
@@ -314,8 +315,9 @@ def _combine(layer: LoraLinear, present, combination_type: str, svd_rank: int | 
         B = xp.concat([layer.lora_B[a].weight.data for a, _ in present], axis=1)
         return A, B
     if combination_type == "linear":
-        A = sum(w ** 0.5 * layer.scaling[a] * layer.lora_A[a].weight.data for a, w in present)
-        B = sum(w ** 0.5 * layer.lora_B[a].weight.data for a, w in present)
+        root = {a: (w * layer.scaling[a]) ** 0.5 for a, w in present}  # split w·s over A and B
+        A = sum(root[a] * layer.lora_A[a].weight.data for a, _ in present)
+        B = sum(root[a] * layer.lora_B[a].weight.data for a, _ in present)
         return A, B
     delta = sum(w * layer.delta_weight(a) for a, w in present)  # Σ w_i ΔW_i, (out, in)
     k = svd_rank or max(layer.r[a] for a, _ in present)

@@ -15,6 +15,7 @@ Names and layout follow PEFT (``lora_A``, ``lora_B``, ``scaling``, ``base_layer`
 from __future__ import annotations
 
 import math
+import numbers
 import re
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -50,9 +51,14 @@ class LoraConfig:
             self.target_modules = ["q_proj", "v_proj"]  # PEFT's default for LLaMA-style models
         ranks = [self.r, *self.rank_pattern.values()]
         alphas = [self.lora_alpha, *self.alpha_pattern.values()]
-        bad_ranks = [r for r in ranks if not isinstance(r, int) or isinstance(r, bool) or r <= 0]
+        bad_ranks = [r for r in ranks
+                     if not isinstance(r, numbers.Integral) or isinstance(r, bool) or r <= 0]
         if bad_ranks:
             raise ValueError(f"LoraConfig: r must be a positive integer, got {bad_ranks[0]!r}")
+        # any integer type (a NumPy int from a sweep, say) is stored as a Python int, so the
+        # config writes to JSON and compares as PEFT's does
+        self.r = int(self.r)
+        self.rank_pattern = {k: int(v) for k, v in self.rank_pattern.items()}
         bad_alphas = [a for a in alphas if not 0 < a < math.inf]  # NaN fails this too
         if bad_alphas:
             raise ValueError(f"LoraConfig: lora_alpha must be positive and finite, "

@@ -509,17 +509,22 @@ def test_svd_combination_is_the_best_rank_k_approximation_of_the_weighted_sum(ca
 @given(case=tiny_models(), seed=seeds, w=st.tuples(st.floats(0, 2), st.floats(0, 2)),
        rslora=st.booleans())
 def test_linear_combination_follows_its_formula(case, seed, w, rslora):
-    """"linear": A = Σ √w_i s_i A_i, B = Σ √w_i B_i, scaling 1 (not Σ w_i ΔW_i: cross terms)."""
+    """"linear" (PEFT's): A = Σ √(w_i s_i) A_i, B = Σ √(w_i s_i) B_i, scaling 1 (not
+    Σ w_i ΔW_i: cross terms); with one adapter's weight zero it is exactly w ΔW of the other."""
     build, _ = case
     lm = two_adapters(build, seed, ra=2, rb=2, use_rslora=rslora)
     lm.add_weighted_adapter(["a", "b"], list(w), "lin", combination_type="linear")
+    lm.add_weighted_adapter(["a", "b"], [w[0], 0.0], "only_a", combination_type="linear")
     for path, layer in lm.lora_layers():
-        A = sum(math.sqrt(wi) * layer.scaling[n] * layer.lora_A[n].weight.data
-                for wi, n in zip(w, "ab"))
-        B = sum(math.sqrt(wi) * layer.lora_B[n].weight.data for wi, n in zip(w, "ab"))
+        roots = [math.sqrt(wi * layer.scaling[n]) for wi, n in zip(w, "ab")]
+        A = sum(c * layer.lora_A[n].weight.data for c, n in zip(roots, "ab"))
+        B = sum(c * layer.lora_B[n].weight.data for c, n in zip(roots, "ab"))
         assert layer.scaling["lin"] == 1.0
         assert_close(layer.delta_weight("lin"), B @ A,
                      scale=np.linalg.norm(B) * np.linalg.norm(A) + 1e-300)
+        expected = w[0] * layer.delta_weight("a")
+        assert_close(layer.delta_weight("only_a"), expected,
+                     scale=np.linalg.norm(expected) + 1e-300)
 
 
 @settings(max_examples=5)
@@ -636,3 +641,11 @@ def test_gpt_adapter_training_moves_only_adapters_and_merges_exactly():
     assert_close(y, out(with_deltas(build, deltas_of(lm, ["default"])), idx))
     lm.merge_adapter()
     assert_close(out(lm, idx), y)
+
+
+@given(r=st.integers(1, 64), kind=st.sampled_from([np.int8, np.int32, np.int64, np.uint16]))
+def test_any_integer_type_is_a_rank_and_is_stored_as_int(r, kind):
+    """A NumPy integer (from ``np.arange`` in a sweep, say) is a valid r, kept as a Python int."""
+    config = LoraConfig(r=kind(r), rank_pattern={"q_proj": kind(r)})
+    assert type(config.r) is int and config.r == r
+    assert type(config.rank_pattern["q_proj"]) is int
