@@ -134,8 +134,9 @@ def run_specs(specs, executor=None, cache: str | None = None, progress: bool = T
 
     ``executor``: any ``concurrent.futures.Executor`` with process workers (:func:`process_pool`,
     Dask's, Ray's), or None to run here, one after another. Not threads: ``no_grad()`` is a
-    process-wide switch, so an evaluation in one thread would stop another's gradients. ``results`` (by key) lets several experiments share runs:
-    keys already in it are not run again, and new results are added to it.
+    process-wide switch, so an evaluation in one thread would stop another's gradients.
+    ``results`` (by key) lets several experiments share runs: keys already in it are not run
+    again, and new results are added to it.
     """
     from .pretrain import load_or_pretrain
 
@@ -147,20 +148,28 @@ def run_specs(specs, executor=None, cache: str | None = None, progress: bool = T
         if spec.key() not in results and spec.eval_every >= getattr(todo.get(spec.key()),
                                                                      "eval_every", -1):
             todo[spec.key()] = spec
+    execute(run_one, todo, executor, results, cache, "fine-tuning runs" if progress else None)
+    return [results[spec.key()] for spec in specs]
+
+
+def execute(fn, todo: dict, executor, results: dict, cache: str | None,
+            progress: str | None = None) -> None:
+    """``results[key] = fn(spec, cache)`` for every ``key: spec`` of ``todo``, here one after
+    another (``executor`` None) or through the executor; a progress bar titled ``progress``."""
     bar = None
     if progress and todo:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(todo), desc="fine-tuning runs", unit="run")
+        bar = tqdm(total=len(todo), desc=progress, unit="run")
     try:
         if executor is None:
             for key, spec in todo.items():
-                results[key] = run_one(spec, cache)
+                results[key] = fn(spec, cache=cache)
                 if bar is not None:
                     bar.update(1)
         else:
             from concurrent.futures import as_completed
 
-            futures = {executor.submit(run_one, spec, cache): key for key, spec in todo.items()}
+            futures = {executor.submit(fn, spec, cache=cache): key for key, spec in todo.items()}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 if bar is not None:
@@ -168,7 +177,6 @@ def run_specs(specs, executor=None, cache: str | None = None, progress: bool = T
     finally:
         if bar is not None:
             bar.close()
-    return [results[spec.key()] for spec in specs]
 
 
 @contextmanager

@@ -13,6 +13,7 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 
 from .pretrain import PretrainConfig
 
@@ -99,31 +100,13 @@ def run_variants(specs: list[VariantSpec], executor=None, base: PretrainConfig |
     ``results`` (by spec) lets figures share runs: specs already in it are not run again.
     """
     from .pretrain import load_or_pretrain
+    from .runs import execute
 
     results = {} if results is None else results
     load_or_pretrain(base or PretrainConfig(), cache)  # here, once: workers only read it
-    todo = list(dict.fromkeys(s for s in specs if s not in results))
-    bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(todo), desc="variant runs", unit="run")
-    try:
-        if executor is None:
-            for spec in todo:
-                results[spec] = run_variant(spec, base, cache)
-                if bar is not None:
-                    bar.update(1)
-        else:
-            from concurrent.futures import as_completed
-
-            futures = {executor.submit(run_variant, spec, base, cache): spec for spec in todo}
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+    todo = {spec: spec for spec in specs if spec not in results}  # by spec: each runs once
+    execute(partial(run_variant, base=base), todo, executor, results, cache,
+            "variant runs" if progress else None)
     return [results[spec] for spec in specs]
 
 
