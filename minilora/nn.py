@@ -128,7 +128,7 @@ class Module:
             if tuple(value.shape) != param.shape:
                 raise ValueError(f"load_state_dict: {name!r} has shape {tuple(value.shape)} in the "
                                  f"state dict but {param.shape} in the model")
-            if str(value.dtype) != str(param.dtype):
+            if backend.dtype_name(value.dtype) != backend.dtype_name(param.dtype):  # any namespace
                 raise TypeError(f"load_state_dict: {name!r} is {value.dtype} in the state dict "
                                 f"but {param.dtype} in the model")
             value = backend.from_numpy(value) if type(value).__module__ == "numpy" else value

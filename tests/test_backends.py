@@ -159,3 +159,22 @@ def test_lora_laws_on_every_namespace(xp_name):
     for _, layer in lm.lora_layers():
         expected = 0.5 * layer.delta_weight("b") + 2.0 * layer.delta_weight("c")
         assert float(xp.max(xp.abs(layer.delta_weight("bc") - expected))) < 1e-12
+
+
+def test_a_host_state_dict_loads_into_a_model_on_any_namespace():
+    """Weights read from a file are NumPy arrays: they must load into a model built on another
+    namespace (the pretraining cache onto a GPU model), and give the same outputs there."""
+    cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    host = GPT(cfg, seed=3)
+    tokens = np.arange(8).reshape(2, 4) % 11
+    expected = host(tokens).numpy()
+    backend.use(strict)
+    try:
+        moved = GPT(cfg, seed=0)
+        moved.load_state_dict({k: backend.to_numpy(v) for k, v in host.state_dict().items()})
+        out = backend.to_numpy(moved(backend.from_numpy(tokens, "int64")).data)
+        assert all(type(p.data).__module__.startswith("array_api_strict")
+                   for p in moved.parameters())
+    finally:
+        backend.use("numpy")
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-7)
