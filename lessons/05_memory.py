@@ -179,12 +179,13 @@ activation_bound = measure(narrow, batch=narrow_batch, seq=32)
 show(activation_bound)
 
 # %% [markdown]
-# Here LoRA saves next to nothing, and in this engine its activations are even a little
-# *larger*: each adapted layer keeps the frozen output $W_0 x$ and the branch output
-# $s\,B(Ax)$ alive (both are inputs of the sum that forms $h$), where full fine-tuning keeps
-# only $h$. Large models
-# fine-tuned with LoRA therefore combine it with ways of cutting activations (smaller batches
-# with gradient accumulation, activation checkpointing).
+# Here LoRA saves next to nothing: its activations are about the same as full fine-tuning's.
+# The backward pass must still reach every adapted layer through all the layers above it, so
+# it needs what their forward passes saved; an adapted layer adds only the thin (N, r)
+# intermediate $Ax$ (minilora computes $W_0 x + s\,B(Ax)$ as one operation, `F.lora_linear`,
+# so it keeps no extra (N, out) arrays). Large models fine-tuned with LoRA therefore combine
+# it with ways of cutting activations (smaller batches with gradient accumulation,
+# activation checkpointing).
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -241,7 +242,8 @@ for results in (weight_bound, activation_bound):
         assert m["gradients"] == 4 * m["trainable"] and m["optimizer_state"] == 8 * m["trainable"]
 assert weight_bound["LoRA"]["total"] < 0.5 * weight_bound["full"]["total"]  # weights dominate
 assert activation_bound["LoRA"]["total"] > 0.8 * activation_bound["full"]["total"]  # they don't
-assert activation_bound["LoRA"]["activations"] > activation_bound["full"]["activations"]
+assert abs(activation_bound["LoRA"]["activations"] / activation_bound["full"]["activations"]
+           - 1) < 0.05  # about the same activations
 assert checkpoint_bytes >= 4 * model.num_parameters() and adapter_bytes >= 4 * lora_params
 assert adapter_bytes < 4 * lora_params + 10_000  # the rest is a small header
 print("all self-checks passed")

@@ -1,0 +1,322 @@
+# %% [markdown]
+# # Lesson 06: how much rank, and which weights
+#
+# Section 7.1 of the paper asks two practical questions with two tables. Table 6 varies the
+# rank $r$ for a given set of adapted matrices; Table 5 fixes the number of trainable
+# parameters and varies which matrices get them. On GPT-3: $r = 1$ on $\{W_q, W_v\}$ is as
+# good as $r = 64$, $W_q$ alone needs a larger $r$, and a fixed budget is better spread over
+# several weight types than spent on a large $r$ for one. This lesson runs a small ablation
+# of its own on minilora's experiment setup, then reads the full sweep that
+# `minilora figures` committed, and finds where the toy agrees with the paper and where it
+# does not.
+#
+# **What you'll learn**
+# - the set-up behind every figure: a cached pre-trained GPT (`load_or_pretrain`), a
+#   low-rank downstream task ("rev") and a high-rank one ("perm"), a run described by a
+#   `RunSpec`;
+# - Table 5's budget arithmetic, $2\,\hat L\, d_{model}\, r$, on our model;
+# - running an ablation with `run_one` / `run_specs` and reading it as Table 6;
+# - what the committed sweep shows: which rank is enough depends on the task, and which
+#   weights to adapt depends on it even more.
+#
+# **Prerequisites**: lesson 03 (`get_lora_model`, `target_modules`), lesson 05 (Table 5's
+# GPT-3 arithmetic).
+#
+# **Time**: runs in about 25 s (`MINILORA_FAST=1`: about 3 s), plus, the first time, about 25 s
+# (fast mode: 5 s) to pre-train the base model if `minilora figures` has not cached it yet;
+# 45 minutes to read and do the exercises.
+
+# %%
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from statistics import mean
+
+import matplotlib
+import numpy as np
+
+if "ipykernel" not in sys.modules:  # run as a script: draw into files, open no window
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+import minilora
+from minilora import tasks
+from minilora.experiments.common import base_spec, full_spec, lora_spec, setup_lrs
+from minilora.experiments.config import FULL, QUICK, TARGET_SETS
+from minilora.experiments.pretrain import load_or_pretrain
+from minilora.experiments.runs import run_specs
+from minilora.lora import LoraConfig, get_lora_model
+from minilora.model import GPT
+
+FAST = os.environ.get("MINILORA_FAST", "0") != "0"  # CI runs every lesson with MINILORA_FAST=1
+SETUP = QUICK if FAST else FULL  # the figures' two set-ups (experiments/config.py)
+RANKS = (1, 4) if FAST else (1, 4, 16)  # our own ablation's r axis (section 3)
+PERM_RANKS = (1, 4) if FAST else (2, 32)  # and the high-rank task's (section 4)
+ROOT = Path(minilora.__file__).resolve().parents[1]
+FIGURES = ROOT / "figures" / "lessons"
+
+# %% [markdown]
+# ## 1. The set-up: one pre-trained model, two downstream tasks
+#
+# The paper fine-tunes GPT-3; we fine-tune a 2-layer GPT pre-trained on *copyrev*: after a
+# flag token F0 it copies the 8 source tokens, after F1 it writes them reversed.
+# `load_or_pretrain(config)` trains it once and caches it (in `.minilora-cache/`, keyed by a
+# hash of the configuration); every later call, and every run below, reads the same weights.
+
+# %%
+start = time.perf_counter()
+base_model, info = load_or_pretrain(SETUP.base)
+print(f"base model ({SETUP.name} set-up): n_embd {SETUP.base.model.n_embd}, "
+      f"{SETUP.base.model.n_layer} layers, {base_model.num_parameters():,} parameters; "
+      f"copyrev accuracy {info['accuracy']:.4f} ({time.perf_counter() - start:.1f} s to load)")
+
+# %% [markdown]
+# The downstream tasks change what comes after the separator `|` (`tasks.py`):
+#
+# - **rev**: reverse for *both* flags. The base model already knows how to reverse; it only has
+#   to stop telling F0 from F1. A small change: a low-rank update should do.
+# - **perm**: write $\pi(\text{token})$ for a fixed permutation $\pi$ of the 64 content tokens.
+#   Every token must come out as another one: a change of high rank (lesson 08).
+#
+# The same seed gives the same sources and flags for every task; only the answers differ:
+
+# %%
+names = {tasks.SEP: "|", tasks.F0: "F0", tasks.F1: "F1"}
+for task in ("copyrev", "rev", "perm"):
+    for seq in tasks.sequences(task, 2, np.random.default_rng(1)):  # the same rng each task
+        print(f"{task:8} " + " ".join(names.get(int(t), f"{int(t):2d}") for t in seq))
+
+# %% [markdown]
+# ## 2. Table 5's budget: $2\,\hat L\, d_{model}\, r$
+#
+# A LoRA update of a $d \times k$ matrix has $r(d + k)$ parameters; for the square
+# $d_{model}\times d_{model}$ attention matrices that is $2\,d_{model}\,r$. Adapting $\hat L$
+# of them (here: $n_{layer}$ layers × the number of weight types) trains
+# $2\,\hat L\, d_{model}\, r$. Table 5 keeps this fixed and trades weight types for rank:
+# $W_q$ at $r$, $\{W_q, W_v\}$ at $r/2$, all four at $r/4$. The set-up's budget, counted by
+# hand and by `get_lora_model`:
+
+# %%
+d_model, n_layer = SETUP.base.model.n_embd, SETUP.base.model.n_layer
+budget_counts = {}
+for label, r in SETUP.budget:
+    L_hat = n_layer * len(TARGET_SETS[label])
+    lm = get_lora_model(GPT(SETUP.base.model), LoraConfig(r=r, target_modules=list(
+        TARGET_SETS[label])))
+    budget_counts[label] = (2 * L_hat * d_model * r, lm.get_nb_trainable_parameters()[0])
+    print(f"{label:12} r = {r:2d}: 2 x {L_hat} x {d_model} x {r} = {budget_counts[label][0]:,}"
+          f"   get_lora_model: {budget_counts[label][1]:,}")
+print(f"full fine-tuning trains {base_model.num_parameters():,} "
+      f"({base_model.num_parameters() / budget_counts[SETUP.budget[0][0]][1]:.0f}x the budget)")
+
+# %% [markdown]
+# ## 3. Our own Table 6, on "rev"
+#
+# A run is described completely by a `RunSpec`: base model, task, method, targets, $r$, seed,
+# steps, learning rate, batch size. `lora_spec`, `full_spec` and `base_spec` build the
+# figures' specs from a `Setup`, with the learning rates `minilora tune` chose
+# (`setup_lrs`). The training batches depend only on `(seed, step)`, so runs that differ in
+# targets or $r$ see the same data: their comparison is paired.
+
+# %%
+lrs = setup_lrs(SETUP)
+spec = lora_spec(SETUP, "rev", "Wq,Wv", 4, seed=0, lrs=lrs)
+print(spec.label(), "|", {k: getattr(spec, k) for k in ("steps", "lr", "batch_size",
+                                                          "lora_alpha", "eval_size")})
+
+# %% [markdown]
+# `runs.run_one(spec)` fine-tunes (or, for `base_spec`, only evaluates) and returns plain
+# data: the held-out token accuracy, the number of trainable parameters, the training losses,
+# and the adapters' A and B (lesson 07 uses those). `run_specs(specs)` runs a list, each
+# distinct spec once. (`minilora figures --jobs N` also hands it a pool of worker processes.
+# Such "spawn" workers re-run the main script's top-level code unless it sits under
+# `if __name__ == "__main__":`, so a plain script like this lesson runs its specs here, one
+# after another.)
+
+# %%
+targets = ("Wq", "Wq,Wv")
+specs = [base_spec(SETUP, "rev"), full_spec(SETUP, "rev", seed=0)]
+specs += [lora_spec(SETUP, "rev", label, r, seed=0, lrs=lrs) for label in targets for r in RANKS]
+start = time.perf_counter()
+results = dict(zip([s.key() for s in specs], run_specs(specs, progress=False)))
+print(f"{len(specs)} runs in {time.perf_counter() - start:.1f} s")
+
+
+def accuracy(spec):
+    return results[spec.key()]["accuracy"]
+
+
+rev_base = accuracy(base_spec(SETUP, "rev"))
+rev_full = accuracy(full_spec(SETUP, "rev", seed=0))
+table = {label: {r: accuracy(lora_spec(SETUP, "rev", label, r, 0, lrs)) for r in RANKS}
+         for label in targets}
+print(f"\n'rev', {SETUP.tasks['rev'].steps} steps, seed 0: token accuracy on held-out sequences")
+print(f"{'weights':10}" + "".join(f"{'r=' + str(r):>8}" for r in RANKS))
+for label in targets:
+    print(f"{label:10}" + "".join(f"{table[label][r]:8.4f}" for r in RANKS))
+print(f"base model {rev_base:.4f}, full fine-tuning {rev_full:.4f}")
+
+# %% [markdown]
+# The base model scores a little over half: right on F1, where it already reverses, wrong on
+# most of F0. In the full set-up every adapter closes the gap even at $r = 1$: a rank-1
+# update of the query (or query and value) projections is enough to make the model stop
+# telling the two flags apart, which is all "rev" asks. This is the paper's Table 6 pattern:
+# more rank buys nothing once the update's "intrinsic rank" is covered. (In fast mode the
+# model is smaller and trains for only a few steps: its numbers are not findings.)
+#
+# ## 4. The high-rank task
+#
+# The same experiment on "perm", with $\{W_q, W_v\}$ at a small and a larger rank. "perm" needs
+# many more steps (compare the step counts printed), because the model first sits on a
+# plateau where it has unlearned copying and not yet found $\pi$.
+
+# %%
+perm_specs = [base_spec(SETUP, "perm")] + [lora_spec(SETUP, "perm", "Wq,Wv", r, 0, lrs)
+                                           for r in PERM_RANKS]
+start = time.perf_counter()
+perm = [res["accuracy"] for res in run_specs(perm_specs, progress=False)]
+print(f"'perm', {SETUP.tasks['perm'].steps} steps ({time.perf_counter() - start:.1f} s): "
+      f"base {perm[0]:.4f}, " + ", ".join(f"Wq,Wv r={r}: {acc:.4f}"
+                                          for r, acc in zip(PERM_RANKS, perm[1:])))
+
+# %% [markdown]
+# Here rank matters: the small adapter barely leaves the base model's score, the larger one
+# learns a large part of the map. One seed is noisy on this task (escaping the plateau is partly
+# luck), which is why the committed sweep uses three.
+#
+# ## 5. The committed sweep (Table 6)
+#
+# `minilora figures` runs the whole grid: 4 target sets × 7 ranks × 3 seeds on both tasks,
+# plus full fine-tuning and the base model, and writes `figures/rank_ablation.json` (and the
+# `.csv` and `.png` beside it). The mean over seeds:
+
+# %%
+ablation_path = ROOT / "figures" / "rank_ablation.json"
+sweep = json.loads(ablation_path.read_text()) if ablation_path.exists() else None
+if sweep:
+    for task in sweep["task_order"]:
+        t = sweep["tasks"][task]
+        print(f"'{task}' ({t['steps']} steps, mean of {len(sweep['seeds'])} seeds): "
+              f"base {t['base']:.4f}, full fine-tuning {mean(t['full']):.4f}")
+        print(f"  {'weights':13}" + "".join(f"{'r=' + str(r):>7}" for r in sweep["ranks"]))
+        for label in sweep["targets"]:
+            per_r = t["lora"][label]
+            print(f"  {label:13}" + "".join(f"{mean(per_r[str(r)]):7.3f}" for r in sweep["ranks"]))
+    per_seed = sweep["tasks"]["perm"]["lora"]["all-linear"]["4"]
+    print("perm, all-linear, r = 4, per seed:", " ".join(f"{a:.3f}" for a in per_seed))
+    print(f"chance on 'perm': 1/{tasks.N_CONTENT} = {1 / tasks.N_CONTENT:.4f}")
+
+# %% [markdown]
+# What the sweep shows:
+#
+# - **"rev" is Table 6's finding, and then some.** Every target set is within a hair of full
+#   fine-tuning at $r = 1$, and extra rank adds almost nothing. Even $W_q$ alone, the paper's
+#   weakest row, gets there: this toy shift is simpler than WikiSQL.
+# - **"perm" is the contrast.** $\{W_q, W_v\}$ stays near chance at small $r$, climbs between
+#   $r = 4$ and $r = 16$, then levels off well below full fine-tuning; $W_q$ alone never gets
+#   above chance (one token in 64), at any rank. Adapting every Linear (the MLP too) reaches
+#   high accuracy at much smaller $r$: the frozen MLP's non-linearity lets a low-rank update
+#   reach the right argmax without representing the full-rank map (lesson 08).
+# - **Seeds matter on "perm".** The per-seed numbers at all-linear, $r = 4$ are far apart: some
+#   runs escaped the plateau within the budget and some did not. The mean of such a bimodal
+#   result is a poor summary (it is also why the all-linear row is not monotone in $r$), and a
+#   single seed could tell either story.
+#
+# ## 6. The committed budget table (Table 5)
+
+# %%
+budget_path = ROOT / "figures" / "target_modules.json"
+budget = json.loads(budget_path.read_text()) if budget_path.exists() else None
+if budget:
+    print(f"{'weights':12} {'r':>2} {'trainable':>9}" + "".join(f"{t:>8}" for t in budget["tasks"]))
+    for c in budget["configs"]:
+        print(f"{c['weights']:12} {c['r']:2d} {c['trainable']:9,}"
+              + "".join(f"{mean(c[t]):8.3f}" for t in budget["tasks"]))
+
+# %% [markdown]
+# Same budget, very different results, and the two tasks disagree about which weights matter:
+#
+# - on **"rev"**, anything that touches the query or key projection is near 1.0, while $W_v$
+#   or $W_o$ alone stay far below. Reversing for both flags means changing *where* the model
+#   attends (which source position it reads), and that is decided by the attention scores,
+#   $q \cdot k$;
+# - on **"perm"** it is the other way round: $W_q$, $W_k$ and $\{W_q, W_k\}$ stay at chance,
+#   while $W_v$ and $W_o$ learn a good part of it. "perm" keeps where the model reads but
+#   changes *what* it writes, and that lives in the value and output path.
+#
+# The paper found $W_q$ or $W_k$ alone the worst choice and $\{W_q, W_v\}$ or all four the best;
+# the lesson of the toy is the reason behind it: the best weights to adapt are the ones that
+# carry the change the task needs. Spreading the budget over several types ($\{W_q, W_v\}$ at
+# $r = 4$, all four at $r = 2$) is the safe choice when one does not know which those are.
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+for label in targets:
+    axes[0].plot(RANKS, [table[label][r] for r in RANKS], "o-", label=f"LoRA {label}")
+axes[0].axhline(rev_full, color="black", linestyle="--", label="full fine-tuning")
+axes[0].axhline(rev_base, color="gray", linestyle=":", label="base model")
+axes[0].set(xlabel="r", ylabel="token accuracy", title="our runs: 'rev', seed 0")
+axes[0].set_xscale("log", base=2)
+axes[0].set_xticks(RANKS, [str(r) for r in RANKS])
+axes[0].legend(fontsize=8)
+if sweep:
+    for label in sweep["targets"]:
+        per_r = sweep["tasks"]["perm"]["lora"][label]
+        axes[1].plot(sweep["ranks"], [mean(per_r[str(r)]) for r in sweep["ranks"]], "o-",
+                     label=label)
+    axes[1].set(xlabel="r", ylabel="token accuracy",
+                title=f"committed sweep: 'perm', mean of {len(sweep['seeds'])} seeds")
+    axes[1].set_xscale("log", base=2)
+    axes[1].set_xticks(sweep["ranks"], [str(r) for r in sweep["ranks"]])
+    axes[1].legend(fontsize=8)
+fig.tight_layout()
+if not FAST:
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGURES / "06_rank_ablation.png", dpi=120)
+plt.show()
+
+# %% [markdown]
+# ## Self-checks
+
+# %%
+assert all(by_hand == counted for by_hand, counted in budget_counts.values())
+assert len({counted for _, counted in budget_counts.values()}) == 1  # one budget for all rows
+assert all(results[s.key()]["trainable"] == (0 if s.method == "base" else
+                                             base_model.num_parameters() if s.method == "full"
+                                             else 2 * n_layer * len(s.targets) * d_model * s.r)
+           for s in specs)
+assert 0.3 < rev_base < 0.7  # right on F1, wrong on F0
+assert perm[0] < 0.05  # the base model copies: π(x) is almost never x's token
+if not FAST:
+    assert min(table["Wq,Wv"].values()) > 0.95 and rev_full > 0.99  # r = 1 already suffices
+    assert perm[2] > perm[1] + 0.2  # on "perm", rank matters
+if sweep:
+    rev, prm = sweep["tasks"]["rev"]["lora"], sweep["tasks"]["perm"]["lora"]
+    assert mean(rev["Wq,Wv"]["1"]) > 0.99
+    assert mean(prm["Wq,Wv"]["64"]) > mean(prm["Wq,Wv"]["1"]) + 0.5
+    assert max(mean(v) for v in prm["Wq"].values()) < 0.05  # Wq alone never learns "perm"
+    assert mean(prm["Wq,Wv"]["64"]) < mean(sweep["tasks"]["perm"]["full"]) - 0.2
+    assert max(prm["all-linear"]["4"]) - min(prm["all-linear"]["4"]) > 0.3  # seeds disagree
+if budget:
+    acc = {c["weights"]: {t: mean(c[t]) for t in budget["tasks"]} for c in budget["configs"]}
+    assert min(acc["Wq"]["rev"], acc["Wk"]["rev"]) > max(acc["Wv"]["rev"], acc["Wo"]["rev"])
+    assert min(acc["Wv"]["perm"], acc["Wo"]["perm"]) > max(acc["Wq"]["perm"], acc["Wk"]["perm"])
+print("all self-checks passed")
+
+# %% [markdown]
+# ## Exercises
+#
+# Solutions are in `lessons/solutions/06_rank_ablation.py`.
+#
+# 1. **Where $W_v$ fails.** The budget table has $W_v$ alone at $r = 8$ far below 1.0 on "rev".
+#    Train that adapter (`get_lora_model` on the cached base model, `train` with
+#    `tasks.batch_fn`) and measure its accuracy separately on F0 and on F1 sequences. Which
+#    flag does it get wrong, and what does that say about what a value-only update can change?
+# 2. **The all-linear budget.** How many parameters does `target_modules="all-linear"` train at
+#    $r = 1$ on the full set-up's model? Count it by hand from the shapes of the six Linears of
+#    a block ($r(d_{in} + d_{out})$ each) and check with `get_lora_model`. Can all-linear fit
+#    Table 5's budget at all?
+# 3. **Is the gap bigger than the noise?** Run `Wq` and `Wq,Wv` at $r = 1$ on "rev" for three
+#    seeds each and compare the difference of the means with the spread between seeds.
