@@ -194,8 +194,8 @@ def keep_freed_memory() -> bool:
 
     A training step allocates and frees the same activations every step. By default glibc
     returns large blocks to the kernel (``munmap``, heap trimming), so the next step page-faults
-    and zeroes that memory all over again: measured here, 30% of a training step at the
-    experiments' model size (d_model 128, 2 layers), 4% at d_model 256. Keeping the blocks costs
+    and zeroes that memory all over again: measured here, a LoRA step at the experiments' model
+    size (d_model 128, 2 layers, batch 32) takes 25.9 ms without this and 14.7 ms with it. Keeping the blocks costs
     nothing but a resident size that stays at its peak (PyTorch users get the same from
     jemalloc/tcmalloc; NumPy itself asks for huge pages at import for the same reason). Applied
     once at import on glibc, since it changes the whole process's allocator: set
