@@ -86,7 +86,7 @@ def _add_bench(commands) -> None:
 
 
 def _run_bench(args) -> int:
-    from . import bench
+    from . import bench, bench_report
 
     if args.repeats < 1:
         raise SystemExit("minilora bench: --repeats must be at least 1")
@@ -97,9 +97,9 @@ def _run_bench(args) -> int:
                                  log=lambda msg: print(msg, file=sys.stderr))
     except ValueError as err:
         raise SystemExit(f"minilora bench: {err}") from err
-    print(bench.format_table(result))
+    print(bench_report.format_table(result))
     if args.json:
-        bench.write_json(result, args.json)
+        bench_report.write_json(result, args.json)
     return 0
 
 

@@ -1,0 +1,95 @@
+"""What ``minilora bench`` prints and writes: the table, and the JSON file (atomically).
+
+:func:`minilora.bench.run_bench` measures; this file only formats its result.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:8.2f}"
+
+
+def format_table(result: dict) -> str:
+    """The bench as a plain-text table (what ``minilora bench`` prints)."""
+    env, gemm = result["env"], result["gemm"]
+    blas = ", ".join(f"{b['internal_api']} {b['version']} kernel {b['architecture']} "
+                     f"({b['num_threads']} threads)" for b in env["blas"]) or "unknown BLAS"
+    has_torch = "torch" in env
+    lines = [f"minilora bench: numpy {env['numpy']}, {blas}, malloc keeps freed memory: "
+             f"{env.get('malloc_keeps_freed_memory')}",
+             f"  OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}  "
+             f"OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}"
+             + (f"  | torch {env['torch']} ({env['torch_threads']} threads, "
+                f"{env['torch_cpu_capability']})" if has_torch else "  | PyTorch: not measured"),
+             f"  medians of {result['settings']['repeats']} interleaved repeats", "",
+             "GEMM float32 (m x k x n)   GFLOP/s" + ("   torch GFLOP/s" if has_torch else "")]
+    for row in gemm["sizes"]:
+        lines.append(f"  {row['shape']:<24}{row['gflops']:8.1f}"
+                     + (f"  {row['torch_gflops']:14.1f}" if has_torch else ""))
+    lines.append(f"  {'peak':<24}{gemm['peak_gflops']:8.1f}"
+                 + (f"  {gemm['torch_peak_gflops']:14.1f}" if has_torch else ""))
+    lines += ["", "training step (fwd + CE + bwd + AdamW)",
+              f"  {'config':<8}{'mode':<6}{'step ms':>9}{'tok/s':>10}{'GFLOP':>8}{'GFLOP/s':>9}"
+              f"{'%peak':>7}" + (f"{'torch ms':>10}{'/torch':>8}" if has_torch else "")]
+    for name, cfg in result["configs"].items():
+        train = cfg["train"]
+        for mode in ("full", "lora"):
+            if mode not in train:
+                continue
+            r = train[mode]
+            lines.append(f"  {name:<8}{mode:<6}{1e3 * r['step_s']:9.2f}{r['tokens_per_s']:10.0f}"
+                         f"{r['matmul_gflop']:8.2f}{r['gflops']:9.1f}"
+                         f"{100 * r['peak_fraction']:6.1f}%"
+                         + (f"{1e3 * r['torch_step_s']:10.2f}{r['over_torch']:8.2f}"
+                            if has_torch else ""))
+        if "lora_over_full" in train:
+            lines.append(f"  {name:<8}lora/full {train['lora_over_full']:.3f} (matmul FLOPs "
+                         f"{train['flops_lora_over_full']:.3f}"
+                         + (f"; torch {train['torch_lora_over_full']:.3f})" if has_torch else ")"))
+    lines += ["", "inference forward (no_grad, eval)",
+              f"  {'config':<8}{'model':<15}{'ms':>9}{'tok/s':>10}"
+              + (f"{'torch ms':>10}" if has_torch else "")]
+    for name, cfg in result["configs"].items():
+        infer = cfg["infer"]
+        for mode in ("base", "lora_unmerged", "lora_merged"):
+            if mode in infer:
+                r = infer[mode]
+                lines.append(f"  {name:<8}{mode:<15}{1e3 * r['forward_s']:9.2f}"
+                             f"{r['tokens_per_s']:10.0f}"
+                             + (f"{1e3 * r['torch_forward_s']:10.2f}" if has_torch else ""))
+        if "merged_over_base" in infer:
+            lines.append(f"  {name:<8}merged/base {infer['merged_over_base']:.3f}, "
+                         f"unmerged/base {infer['unmerged_over_base']:.3f}")
+    lines += ["", "training-step memory, MiB (tracemalloc)",
+              f"  {'config':<8}{'mode':<6}{'params':>9}{'grads':>9}{'states':>9}{'activ.':>9}"
+              f"{'step pk':>9}{'total':>9}"]
+    for name, cfg in result["configs"].items():
+        mem = cfg["memory"]
+        for mode in ("full", "lora"):
+            if mode in mem:
+                m = mem[mode]
+                lines.append(f"  {name:<8}{mode:<6} {_mib(m['parameters'])} {_mib(m['gradients'])}"
+                             f" {_mib(m['optimizer_states'])} {_mib(m['activations'])}"
+                             f" {_mib(m['step_peak'])} {_mib(m['total_peak'])}")
+        if "lora_over_full" in mem:
+            lines.append(f"  {name:<8}lora/full total peak {mem['lora_over_full']:.3f}")
+    return "\n".join(lines)
+
+
+def write_json(result: dict, path: str) -> None:
+    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".bench-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
