@@ -17,6 +17,7 @@ from minilora.model import GPT, GPTConfig
 from minilora.nn import Linear, Module
 from minilora.optim import SGD
 from minilora.tensor import Tensor
+from helpers import assert_close
 
 pytestmark = pytest.mark.lora
 
@@ -33,15 +34,6 @@ def shapes(draw, extra_rank: int = 2):
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def assert_close(actual, expected, rtol=1e-12, scale=None):
-    """‖actual − expected‖_F ≤ rtol · scale (scale defaults to ‖expected‖_F)."""
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    ref = np.linalg.norm(expected) if scale is None else scale
-    err = np.linalg.norm(actual - expected)
-    assert err <= rtol * ref, f"error {err:.3e} > {rtol:g} · {ref:.3e}"
-
-
 def make_layer(m, n, r, seed, *, alpha=None, init=True, rslora=False, dropout=0.0, bias=True):
     """A LoraLinear (adapter "default", active) around a frozen float64 Linear(n -> m)."""
     base = Linear(n, m, bias=bias, generator=Generator(seed), dtype="float64")

@@ -20,6 +20,7 @@ from minilora.model import GPT, GPTConfig
 from minilora.nn import Linear, Module
 from minilora.optim import SGD
 from minilora.tensor import Tensor
+from helpers import assert_close
 
 pytestmark = [pytest.mark.lora,
               # r > min(m, n) on skinny layers is intended here; one test checks the warning.
@@ -85,14 +86,6 @@ def deltas_of(lm, names):
         if present:
             result[path] = sum(layer.delta_weight(n) for n in present)
     return result
-
-
-def assert_close(actual, expected, rtol=1e-12, scale=None):
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    ref = np.linalg.norm(expected) if scale is None else scale
-    err = np.linalg.norm(actual - expected)
-    assert err <= rtol * ref, f"error {err:.3e} > {rtol:g} · {ref:.3e}"
 
 
 def snapshot(obj):
