@@ -100,3 +100,16 @@ def test_results_do_not_depend_on_the_executor(tmp_path):
         for path in a["weights"]:
             for name, value in a["weights"][path].items():
                 np.testing.assert_array_equal(value, b["weights"][path][name])
+
+
+def test_an_out_folder_that_is_a_file_is_refused_before_any_work(tmp_path, monkeypatch):
+    from minilora.cli import main
+
+    monkeypatch.setenv("MINILORA_CACHE", str(tmp_path / "cache"))
+    blocker = tmp_path / "figures"
+    blocker.write_text("not a folder")
+    for out in (blocker, blocker / "sub"):
+        with pytest.raises(SystemExit, match="is a file, not a folder"):
+            main(["figures", "--quick", "--out", str(out), "--no-progress"])
+    assert not (tmp_path / "cache").exists()  # refused before pretraining started
+    assert blocker.read_text() == "not a folder"

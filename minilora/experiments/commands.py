@@ -66,6 +66,7 @@ def _run_figures(args) -> int:
 
     if args.jobs < 1:
         raise SystemExit("minilora: --jobs must be at least 1")
+    _check_out(args.out)
     result = run_experiments(_setup(args), args.experiments, args.out, args.jobs,
                              progress=not args.no_progress)
     for path in result["files"]:
@@ -73,8 +74,19 @@ def _run_figures(args) -> int:
     return 0
 
 
+def _check_out(out: str) -> None:
+    """Refuse an --out that cannot be a folder before any work starts."""
+    from pathlib import Path
+
+    for folder in (Path(out), *Path(out).parents):
+        if folder.exists() and not folder.is_dir():
+            raise SystemExit(f"minilora: --out {out!r}: {str(folder)!r} is a file, not a folder")
+
+
 def _run_tune(args) -> int:
     from .figures import run_tuning
+
+    _check_out(args.out)
 
     result = run_tuning(_setup(args), args.out, args.jobs, progress=not args.no_progress)
     for (task, label), lr in result["chosen"].items():
