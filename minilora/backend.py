@@ -87,9 +87,9 @@ def is_numpy() -> bool:
 def synchronize() -> None:
     """Wait until the device has finished all queued work (a GPU runs kernels asynchronously,
     so a timer must wait for them); nothing to wait for on the CPU."""
-    cuda = getattr(xp.module, "cuda", None)
-    if cuda is not None and hasattr(cuda, "Device"):  # CuPy
-        cuda.Device().synchronize()
+    if xp.name == "cupy":  # xp.module is array_api_compat's wrapper; the device is CuPy's
+        import cupy
+        cupy.cuda.Device().synchronize()
 
 
 def dtype(name: str | None = None):

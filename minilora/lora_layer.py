@@ -190,11 +190,9 @@ class LoraLinear(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         pending = [n for n in self.active_adapters if n not in self.merged_adapters]
-        if (len(pending) == 1 and not self.disable_adapters and type(self.base_layer) is Linear
-                and pending[0] not in self.lora_magnitude_vector
-                and (self.lora_dropout[pending[0]].p == 0 or not self.lora_dropout[pending[0]].training)):
-            # The common case (one plain adapter, no dropout) as one fused op: same h, but it
-            # keeps the (N, r) bottleneck instead of three (N, out) arrays (less memory, faster).
+        if len(pending) == 1 and self._fusable(pending[0]):
+            # The common case as one fused op: same h, but it keeps the (N, r) bottleneck
+            # instead of three (N, out) arrays (less memory, faster).
             name = pending[0]
             return F.lora_linear(x, self.base_layer.weight, self.base_layer.bias,
                                  self.lora_A[name].weight, self.lora_B[name].weight,
@@ -222,6 +220,13 @@ class LoraLinear(Module):
             # fewer multiplications.
             result = result + B(A(x_in) * self.scaling[name])
         return result
+
+    def _fusable(self, name: str) -> bool:
+        """One plain adapter on a plain Linear, dropout off: ``F.lora_linear`` gives the same h."""
+        dropout = self.lora_dropout[name]
+        return (not self.disable_adapters and type(self.base_layer) is Linear
+                and name not in self.lora_magnitude_vector
+                and (dropout.p == 0 or not dropout.training))
 
     def delta_weight(self, adapter_name: str | None = None):
         """ΔW = scaling · B A, an (out, in) array: the matrix the adapter adds to W0.

@@ -35,8 +35,9 @@ EXPERIMENTS = {
     "memory": memory,
 }
 
-# After LoRA (variants): each module has run(quick, executor, base, ..., results) and
-# plot(data, png_path); the name is also the figure's file stem.
+# After LoRA (variants): each module has run(quick, base=..., ...) and plot(data, png_path);
+# those with fine-tuning runs also have specs(quick) and take run(..., results=...). The name
+# is also the figure's file stem.
 VARIANTS = {
     "quantization": quantization,  # NF4 / FP4 / int4 code books: bits and errors (no runs)
     "qlora": qlora,
@@ -104,8 +105,8 @@ def run_experiments(setup, names=None, out_dir: str | Path = "figures", jobs: in
         files += module.plot(data, out_dir)
     for name in variant_names:
         module = VARIANTS[name]
-        data = module.run(quick, base=setup.base) if name == "quantization" else \
-            module.run(quick, base=setup.base, results=variant_results)  # all runs done above
+        runs = {"results": variant_results} if hasattr(module, "specs") else {}  # done above
+        data = module.run(quick, base=setup.base, **runs)
         files.append(write_json(out_dir / f"{name}.json", data))
         if hasattr(module, "summary"):
             files.append(write_csv(out_dir / f"{name}.csv", module.summary(data)))
