@@ -21,7 +21,7 @@ import statistics
 import time
 import tracemalloc
 
-from . import functional as F
+from . import functional as F, parallel
 from .backend import Generator, synchronize, to_numpy, xp
 from .model import GPT, GPTConfig
 from .optim import AdamW
@@ -322,15 +322,12 @@ def environment() -> dict:
            "malloc_keeps_freed_memory": MALLOC_TUNED,
            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
            "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"), "blas": []}
-    try:
-        from threadpoolctl import threadpool_info  # optional: names the kernel that runs
-    except ImportError:
-        threadpool_info = None
-    if threadpool_info is not None:
-        env["blas"] = [{k: info.get(k) for k in ("internal_api", "version", "architecture",
-                                                  "num_threads", "threading_layer")}
-                       for info in threadpool_info() if info.get("user_api") == "blas"]
-    env["threads"] = env["blas"][0]["num_threads"] if env["blas"] else os.cpu_count()
+    from threadpoolctl import threadpool_info
+
+    env["blas"] = [{k: info.get(k) for k in ("internal_api", "version", "architecture",
+                                              "num_threads", "threading_layer")}
+                   for info in threadpool_info() if info.get("user_api") == "blas"]
+    env["threads"] = parallel.num_threads()  # the engine's threads, products and loops alike
     return env
 
 
@@ -339,7 +336,7 @@ def _import_torch(threads: int):
         import torch
     except ImportError:
         return None
-    torch.set_num_threads(threads)  # the same thread count as NumPy's BLAS
+    torch.set_num_threads(threads)  # the same thread count as minilora's
     return torch
 
 

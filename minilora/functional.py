@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from . import backend
+from . import backend, parallel
 from .backend import xp
 from .tensor import Tensor, as_tensor, check_same_dtype, unbroadcast
 
@@ -25,17 +25,21 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         raise ValueError(f"linear: input of shape {x.shape} does not fit weight of shape "
                          f"{weight.shape} (expected last input dim {weight.shape[1]})")
     x2 = xp.reshape(x.data, (-1, x.shape[-1]))  # (N, in), N = all leading axes
-    y = xp.matmul(x2, weight.data.mT)  # (N, in) @ (in, out) -> (N, out)
-    if bias is not None:
-        y += bias.data  # in place on the fresh product: no second (N, out) array
+    y = parallel.matmul(x2, weight.data.mT, None if bias is None else bias.data)  # (N, out)
     out_shape = x.shape[:-1] + (weight.shape[0],)
 
     def backward(g):
         g2 = xp.reshape(g, (-1, g.shape[-1]))  # (N, out)
-        gx = xp.reshape(xp.matmul(g2, weight.data), x.shape) if x.requires_grad else None
-        gw = xp.matmul(g2.mT, x2) if weight.requires_grad else None  # (out, N) @ (N, in)
-        gb = xp.sum(g2, axis=0) if bias is not None and bias.requires_grad else None
-        return gx, gw, gb
+        gx = gw = gb = None
+        if x.requires_grad and weight.requires_grad:  # two independent products: side by side
+            gx, gw = parallel.matmuls((g2, weight.data), (g2.mT, x2))
+        elif x.requires_grad:
+            gx = parallel.matmul(g2, weight.data)  # (N, out) @ (out, in) -> (N, in)
+        elif weight.requires_grad:
+            gw = parallel.matmul(g2.mT, x2)  # (out, N) @ (N, in) -> (out, in)
+        if bias is not None and bias.requires_grad:
+            gb = xp.sum(g2, axis=0)
+        return (xp.reshape(gx, x.shape) if gx is not None else None), gw, gb
 
     parents = (x, weight) if bias is None else (x, weight, bias)
     return Tensor._make(xp.reshape(y, out_shape), parents, backward, "linear")
@@ -59,29 +63,27 @@ def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor, 
         raise ValueError(f"lora_linear: input {x.shape}, weight {weight.shape}, lora_A "
                          f"{lora_A.shape} and lora_B {lora_B.shape} do not fit")
     x2 = xp.reshape(x.data, (-1, x.shape[-1]))  # (N, in)
-    u = xp.matmul(x2, lora_A.data.mT)  # (N, in) @ (in, r) -> (N, r)
-    y = xp.matmul(x2, weight.data.mT)  # (N, in) @ (in, out) -> (N, out)
-    if bias is not None:
-        y += bias.data
-    y += xp.matmul(u * scaling, lora_B.data.mT)  # (N, r) @ (r, out): scale the thin side
+    u = parallel.matmul(x2, lora_A.data.mT)  # (N, in) @ (in, r) -> (N, r)
+    y = parallel.matmul(x2, weight.data.mT, None if bias is None else bias.data)  # (N, out)
+    y += parallel.matmul(u * scaling, lora_B.data.mT)  # (N, r) @ (r, out): scale the thin side
 
     def backward(g):
         g2 = xp.reshape(g, (-1, g.shape[-1]))  # (N, out)
-        gu = xp.matmul(g2, lora_B.data)  # (N, out) @ (out, r) -> (N, r)
+        gu = parallel.matmul(g2, lora_B.data)  # (N, out) @ (out, r) -> (N, r)
         gu *= scaling
         gx = gw = gb = None
         if x.requires_grad:
-            gx = xp.matmul(g2, weight.data)  # (N, out) @ (out, in) -> (N, in)
-            gx += xp.matmul(gu, lora_A.data)  # (N, r) @ (r, in)
+            gx = parallel.matmul(g2, weight.data)  # (N, out) @ (out, in) -> (N, in)
+            gx += parallel.matmul(gu, lora_A.data)  # (N, r) @ (r, in)
             gx = xp.reshape(gx, x.shape)
         if weight.requires_grad:
-            gw = xp.matmul(g2.mT, x2)  # (out, N) @ (N, in)
+            gw = parallel.matmul(g2.mT, x2)  # (out, N) @ (N, in)
         if bias is not None and bias.requires_grad:
             gb = xp.sum(g2, axis=0)
-        gA = xp.matmul(gu.mT, x2) if lora_A.requires_grad else None  # (r, N) @ (N, in)
+        gA = parallel.matmul(gu.mT, x2) if lora_A.requires_grad else None  # (r, N) @ (N, in)
         gB = None
         if lora_B.requires_grad:
-            gB = xp.matmul(g2.mT, u)  # (out, N) @ (N, r)
+            gB = parallel.matmul(g2.mT, u)  # (out, N) @ (N, r)
             gB *= scaling
         return (gx, gw) + ((gb,) if bias is not None else ()) + (gA, gB)
 
@@ -91,36 +93,57 @@ def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor, 
 
 
 def gelu(x: Tensor) -> Tensor:
-    """GELU, tanh approximation (GPT-2): 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))."""
+    """GELU, tanh approximation (GPT-2): 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))).
+
+    Element-wise, so its rows are shared among the threads (:mod:`minilora.parallel`).
+    """
     c, a = math.sqrt(2.0 / math.pi), 0.044715
-    # Speed: in-place steps on fresh arrays (2x faster than one temporary per operator), and
-    # x * x, not x ** 2: NumPy's float32 power is ~100x slower.
-    u = x.data * x.data
-    u *= a * c
-    u += c
-    u *= x.data  # u = c (x + a x³)
-    t = xp.tanh(u)
-    y = t + 1
-    y *= x.data
-    y *= 0.5  # y = 0.5 x (1 + t)
+    x2 = xp.reshape(x.data, (-1, x.shape[-1]) if x.ndim else (1, 1))  # (N, C)
+    rows = parallel.blocks(*x2.shape)
+    y = xp.empty(x2.shape, dtype=x.dtype)
+
+    def forward(r):
+        # Speed: in-place steps on fresh arrays (2x faster than one temporary per operator),
+        # and x * x, not x ** 2: NumPy's float32 power is ~100x slower.
+        xr = x2[r]
+        u = xr * xr
+        u *= a * c
+        u += c
+        u *= xr  # u = c (x + a x³)
+        t = xp.tanh(u)
+        yr = t + 1
+        yr *= xr
+        yr *= 0.5  # y = 0.5 x (1 + t)
+        y[r] = yr
+        return t
+
+    t = parallel.map(forward, rows)  # tanh's values, kept block by block for the backward
 
     def backward(g):
-        # dy/dx = 0.5 (1 + t) + 0.5 x (1 − t²) c (1 + 3a x²), built in place as
-        # −0.5 (x c (1 + 3a x²) (t² − 1) − t − 1)
-        d = x.data * x.data
-        d *= 3 * a * c
-        d += c
-        d *= x.data  # x c (1 + 3a x²)
-        w = t * t
-        w -= 1
-        d *= w
-        d -= t
-        d -= 1
-        d *= g
-        d *= -0.5
-        return (d,)
+        g2 = xp.reshape(g, x2.shape)
+        dx = xp.empty(x2.shape, dtype=x.dtype)
 
-    return Tensor._make(y, (x,), backward, "gelu")
+        def rows_backward(r, t):
+            # dy/dx = 0.5 (1 + t) + 0.5 x (1 − t²) c (1 + 3a x²), built in place as
+            # −0.5 (x c (1 + 3a x²) (t² − 1) − t − 1)
+            xr = x2[r]
+            d = xr * xr
+            d *= 3 * a * c
+            d += c
+            d *= xr  # x c (1 + 3a x²)
+            w = t * t
+            w -= 1
+            d *= w
+            d -= t
+            d -= 1
+            d *= g2[r]
+            d *= -0.5
+            dx[r] = d
+
+        parallel.map(rows_backward, rows, t)
+        return (xp.reshape(dx, x.shape),)
+
+    return Tensor._make(xp.reshape(y, x.shape), (x,), backward, "gelu")
 
 
 def relu(x: Tensor) -> Tensor:
@@ -210,26 +233,41 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
         raise ValueError(f"layer_norm: normalizes the last axis only; input {x.shape}, "
                          f"normalized_shape {shape}")
     C = x.shape[-1]
-    xhat = x.data - _sum_last(x.data, 1.0 / C)  # x − μ
-    rstd = 1.0 / xp.sqrt(_sum_last(xhat * xhat, 1.0 / C) + eps)
-    xhat *= rstd  # in place (it is our own array): saves a temporary of x's size
-    y = xhat * weight.data if weight is not None else xp.asarray(xhat, copy=True)
-    if bias is not None:
-        y += bias.data
+    # rows are normalized independently: blocks of the first axis go to the threads
+    rows = parallel.blocks(x.shape[0], x.numel() // x.shape[0]) if x.ndim > 1 else [...]
+    y = xp.empty(x.shape, dtype=x.dtype)
+
+    def forward(r):
+        xhat = x.data[r] - _sum_last(x.data[r], 1.0 / C)  # x − μ
+        rstd = 1.0 / xp.sqrt(_sum_last(xhat * xhat, 1.0 / C) + eps)
+        xhat *= rstd  # in place (it is our own array): saves a temporary of x's size
+        y[r] = xhat * weight.data if weight is not None else xhat
+        if bias is not None:
+            y[r] += bias.data
+        return xhat, rstd
+
+    xhat, rstd = zip(*parallel.map(forward, rows))
 
     def backward(g):
-        gx = gw = gb = None
-        if x.requires_grad:
-            gh = g * weight.data if weight is not None else xp.asarray(g, copy=True)
-            m = _sum_last(gh * xhat, 1.0 / C)
-            gh -= _sum_last(gh, 1.0 / C)  # in place on our own ĝ: no temporaries
-            gh -= xhat * m
-            gh *= rstd
-            gx = gh
-        if weight is not None and weight.requires_grad:
-            gw = unbroadcast(g * xhat, weight.shape)
-        if bias is not None and bias.requires_grad:
-            gb = unbroadcast(g, bias.shape)
+        gx = xp.empty(x.shape, dtype=x.dtype) if x.requires_grad else None
+        gxh = xp.empty(x.shape, dtype=x.dtype) if weight is not None and weight.requires_grad \
+            else None
+
+        def rows_backward(r, xhat, rstd):
+            if gx is not None:
+                gh = g[r] * weight.data if weight is not None else xp.asarray(g[r], copy=True)
+                m = _sum_last(gh * xhat, 1.0 / C)
+                gh -= _sum_last(gh, 1.0 / C)  # in place on our own ĝ: no temporaries
+                gh -= xhat * m
+                gh *= rstd
+                gx[r] = gh
+            if gxh is not None:
+                gxh[r] = g[r] * xhat  # the terms of dW
+
+        parallel.map(rows_backward, rows, xhat, rstd)
+        # the sums over rows run on the whole array, as they would without threads
+        gw = unbroadcast(gxh, weight.shape) if gxh is not None else None
+        gb = unbroadcast(g, bias.shape) if bias is not None and bias.requires_grad else None
         grads = (gx, gw, gb)
         return tuple(gr for gr, p in zip(grads, (x, weight, bias)) if p is not None)
 
@@ -291,40 +329,57 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         raise ValueError(f"attention: query {query.shape}, key {key.shape}, value {value.shape} "
                          f"do not fit")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    qs = q * scale  # scale Q (T·D numbers) rather than S (T·S numbers): the same S, less work
-    s = xp.matmul(qs, k.mT)  # (..., T, D) @ (..., D, S) -> (..., T, S)
-    lo, hi = float(xp.min(s)), float(xp.max(s))  # taken before the mask: they bound every score
-    if is_causal:
-        s += _causal_bias(s.shape[-2], s.shape[-1], s.dtype)  # in place: 5x cheaper than where()
-    # softmax(s) = softmax(s − c) for any c per row; the usual c = row max only keeps exp from
-    # overflowing (or every term of a row from underflowing). Two whole-array reductions show
-    # when no shift is needed at all, 5x cheaper than a max per row in NumPy; row t still
-    # depends on row t alone. Only for extreme scores is each row shifted by its max.
-    info = xp.finfo(s.dtype)
-    if not math.log(info.smallest_normal) < lo <= hi < math.log(info.max / s.shape[-1]):
-        s -= xp.max(s, axis=-1, keepdims=True)
-    p = xp.exp(s)
-    p /= _sum_last(p)  # (..., T, S) / (..., T, 1)
-    out = xp.matmul(p, v)  # (..., T, S) @ (..., S, Dv) -> (..., T, Dv)
+    T, S = q.shape[-2], k.shape[-2]
+    # every (batch, head) is independent: slices of the first axis go to the threads, unless
+    # the inputs broadcast against each other there
+    shared = q.ndim > 2 and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
+    rows = parallel.blocks(q.shape[0], q.size // q.shape[0] // q.shape[-1] * S) if shared \
+        else [...]
+
+    mask = _causal_bias(T, S, q.dtype) if is_causal else None
+    info = xp.finfo(q.dtype)
+    safe = (math.log(info.smallest_normal), math.log(info.max / S))  # exp needs no shift here
+
+    def forward(r):
+        qs = q[r] * scale  # scale Q (T·D numbers) rather than S (T·S numbers): the same S
+        s = xp.matmul(qs, k[r].mT)  # (..., T, D) @ (..., D, S) -> (..., T, S)
+        # softmax(s) = softmax(s − c) for any c per row; the usual c = row max only keeps exp
+        # from overflowing (or every term of a row from underflowing). Two reductions over the
+        # block show when no shift is needed at all, 5x cheaper than a max per row in NumPy.
+        # Only a block with extreme scores has each row shifted by its max.
+        shift = not safe[0] < float(xp.min(s)) <= float(xp.max(s)) < safe[1]  # before the mask
+        if mask is not None:
+            s += mask  # in place: 5x cheaper than where()
+        if shift:
+            s -= xp.max(s, axis=-1, keepdims=True)
+        p = xp.exp(s)
+        p /= _sum_last(p)  # (..., T, S) / (..., T, 1)
+        return qs, p, xp.matmul(p, v[r])  # (..., T, S) @ (..., S, Dv) -> (..., T, Dv)
+
+    qs, p, out = zip(*parallel.map(forward, rows))
 
     def backward(g):
-        gv = xp.matmul(p.mT, g) if value.requires_grad else None  # (..., S, Dv)
-        gq = gk = None
-        if query.requires_grad or key.requires_grad:
-            ds = xp.matmul(g, v.mT)  # dP: (..., T, Dv) @ (..., Dv, S) -> (..., T, S)
-            # Σ_j dP_ij P_ij = Σ_d dO_id O_id (as O = P V): a (T, Dv) product, not a (T, S) one
-            ds -= _sum_last(g * out)
-            ds *= p  # dS, in place: no more (T, S) arrays than dP itself
-            if query.requires_grad:
-                gq = xp.matmul(ds, k)  # (..., T, S) @ (..., S, D) -> (..., T, D)
-                gq *= scale
-            if key.requires_grad:
-                gk = xp.matmul(ds.mT, qs)  # (..., S, T) @ (..., T, D) -> (..., S, D)
-        return (unbroadcast(gq, query.shape) if gq is not None else None,
-                unbroadcast(gk, key.shape) if gk is not None else None,
-                unbroadcast(gv, value.shape) if gv is not None else None)
+        def rows_backward(r, p, qs, out):
+            gr = g[r]
+            gv = xp.matmul(p.mT, gr) if value.requires_grad else None  # (..., S, Dv)
+            gq = gk = None
+            if query.requires_grad or key.requires_grad:
+                ds = xp.matmul(gr, v[r].mT)  # dP: (..., T, Dv) @ (..., Dv, S) -> (..., T, S)
+                # Σ_j dP_ij P_ij = Σ_d dO_id O_id (as O = P V): a (T, Dv) product, not (T, S)
+                ds -= _sum_last(gr * out)
+                ds *= p  # dS, in place: no more (T, S) arrays than dP itself
+                if query.requires_grad:
+                    gq = xp.matmul(ds, k[r])  # (..., T, S) @ (..., S, D) -> (..., T, D)
+                    gq *= scale
+                if key.requires_grad:
+                    gk = xp.matmul(ds.mT, qs)  # (..., S, T) @ (..., T, D) -> (..., S, D)
+            return gq, gk, gv
 
-    return Tensor._make(out, (query, key, value), backward, "attention")
+        gq, gk, gv = zip(*parallel.map(rows_backward, rows, p, qs, out))
+        return tuple(unbroadcast(parallel.cat(gr), t.shape) if gr[0] is not None else None
+                     for gr, t in ((gq, query), (gk, key), (gv, value)))
+
+    return Tensor._make(parallel.cat(out), (query, key, value), backward, "attention")
 
 
 __all__ = ["linear", "lora_linear", "gelu", "relu", "softmax", "log_softmax", "cross_entropy",

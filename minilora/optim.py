@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from . import parallel
 from .backend import xp
 from .tensor import no_grad
 
@@ -91,29 +92,33 @@ class AdamW(Optimizer):
                                       weight_decay=weight_decay))
 
     def step(self) -> None:
-        with no_grad():
-            for group, p, state in self._trainable():
-                (b1, b2), lr, g = group["betas"], group["lr"], p.grad
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = xp.zeros_like(p.data)
-                    state["exp_avg_sq"] = xp.zeros_like(p.data)
-                state["step"] += 1
-                t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-                if group["weight_decay"]:
-                    p.data *= 1 - lr * group["weight_decay"]
-                m *= b1  # in place: the moments are the optimizer's memory, never copied
-                m += (1 - b1) * g
-                v *= b2
-                g2 = g * g
-                g2 *= 1 - b2  # in place on our own temporaries: 4 arrays per update, not 8
-                v += g2
-                denom = xp.sqrt(v)
-                denom *= 1 / math.sqrt(1 - b2 ** t)
-                denom += group["eps"]
-                update = m / denom
-                update *= lr / (1 - b1 ** t)
-                p.data -= update
+        with no_grad():  # the parameters update independently: shared among the threads
+            parallel.map(self._update, list(self._trainable()))
+
+    @staticmethod
+    def _update(item) -> None:
+        group, p, state = item
+        (b1, b2), lr, g = group["betas"], group["lr"], p.grad
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = xp.zeros_like(p.data)
+            state["exp_avg_sq"] = xp.zeros_like(p.data)
+        state["step"] += 1
+        t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
+        if group["weight_decay"]:
+            p.data *= 1 - lr * group["weight_decay"]
+        m *= b1  # in place: the moments are the optimizer's memory, never copied
+        m += (1 - b1) * g
+        v *= b2
+        g2 = g * g
+        g2 *= 1 - b2  # in place on our own temporaries: 4 arrays per update, not 8
+        v += g2
+        denom = xp.sqrt(v)
+        denom *= 1 / math.sqrt(1 - b2 ** t)
+        denom += group["eps"]
+        update = m / denom
+        update *= lr / (1 - b1 ** t)
+        p.data -= update
 
 
 class LambdaLR:

@@ -1,0 +1,199 @@
+"""Every core for every kind of work: one set of threads, as in PyTorch.
+
+NumPy runs a big matrix product on all cores (OpenBLAS has its own threads) but an element-wise
+operation (exp, tanh, +, *) on one, and attention's many small per-head products hardly better.
+In a training step at d_model 256 that one-core work (attention, GELU, layer norm) is a third
+of the time. So the fused ops in ``functional`` cut their rows into blocks and share the blocks
+among a few threads; NumPy lets go of the GIL inside its loops, so the blocks really run at
+once. The Linear layers' products are shared the same way (:func:`matmul`), with the BLAS held
+to one thread: OpenBLAS's own threads spin for ~0.1 s after each product, on the very cores the
+element-wise work that follows needs (measured: a training step at d_model 256 runs 19% slower
+next to them). PyTorch, too, runs its products and its loops on one pool of threads.
+
+Same numbers, whatever the thread count: a block's rows are computed by exactly the operations
+the whole array's would be, no output element depends on another row (sums across rows stay
+outside the blocks), and the BLAS always runs on one thread here, so every result is bit for
+bit the one of a single thread; tests/test_parallel.py checks it for every op that uses this.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from . import backend
+from .backend import xp
+
+BLOCK = 1 << 18  # elements per block: a block's temporaries stay in the core's cache (GELU at
+# d_model 256 runs 2x faster in blocks of this size than on whole arrays)
+MIN_GEMM_WORK = 1 << 21  # multiply-adds: a smaller product is not worth a second thread
+
+_num_threads: int | None = None  # None: as many as the BLAS would use, read on first use
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0  # a forked child inherits the pool object but not its threads
+_busy = threading.Lock()  # one region at a time; a caller on another thread runs inline
+
+
+def num_threads() -> int:
+    """How many threads the engine's CPU work is shared among (``torch.get_num_threads``).
+
+    By default the BLAS's own count, which follows OMP_NUM_THREADS / OPENBLAS_NUM_THREADS and
+    the cores this process may use: the experiments' one-thread workers stay on one thread.
+    """
+    global _num_threads
+    if _num_threads is None:
+        counts = [lib.num_threads for lib in _blas_libraries()]
+        _num_threads = max(1, min(counts)) if counts else len(os.sched_getaffinity(0))
+    return _num_threads
+
+
+def set_num_threads(n: int) -> None:
+    """Share the engine's CPU work among ``n`` threads (1: all of it on the caller's)."""
+    global _num_threads, _pool
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: need a positive integer, got {n!r}")
+    if _pool is not None:
+        _pool.shutdown()
+        _pool = None
+    _num_threads = n
+
+
+def blocks(n_rows: int, row_size: int) -> list[tuple]:
+    """Indices ``x[lo:hi, ...]`` of contiguous blocks of about ``BLOCK`` elements (rows of
+    ``row_size``) covering the first axis of length ``n_rows``; on a backend other than NumPy
+    a single block (a GPU runs whole arrays)."""
+    k = max(1, min(n_rows, n_rows * row_size // BLOCK)) if backend.is_numpy() else 1
+    bounds = [n_rows * i // k for i in range(k + 1)]
+    return [(slice(lo, hi), ...) for lo, hi in zip(bounds, bounds[1:])]
+
+
+def map(fn, items: list, *per_item) -> list:
+    """``[fn(items[i], *(p[i] for p in per_item)) for i ...]``, the items (row blocks, say)
+    shared among the threads in contiguous runs, one run per thread; the BLAS runs on one
+    thread meanwhile.
+
+    The caller's thread takes the first run, the pool the others, and every run is waited
+    for before an error is raised.
+    """
+    args = [(item,) + tuple(p[i] for p in per_item) for i, item in enumerate(items)]
+    k = min(num_threads(), len(args))
+    with _one_blas_thread():
+        if k <= 1 or not _busy.acquire(blocking=False):
+            return _run(fn, args)
+        try:
+            runs = [args[len(args) * j // k:len(args) * (j + 1) // k] for j in range(k)]
+            futures = [_get_pool().submit(_run, fn, run) for run in runs[1:]]
+            try:
+                first = _run(fn, runs[0])
+            finally:
+                rest = [f.result() for f in futures]
+            return first + [out for run in rest for out in run]
+        finally:
+            _busy.release()
+
+
+def matmul(a, b, bias=None):
+    """``a @ b (+ bias)`` for 2-D ``a`` (M, K), ``b`` (K, N) and ``bias`` (N,), as
+    ``torch.addmm``: the rows of the product (its columns, if it is wider than tall) shared
+    among the threads, each a one-thread BLAS product that adds its part of the bias at once.
+
+    A block of rows is the same sums in the same order as in the whole product, so the
+    result does not depend on the thread count.
+    """
+    M, N = a.shape[0], b.shape[1]
+    k = min(num_threads(), max(M, N) // 64, M * N * a.shape[1] // MIN_GEMM_WORK) \
+        if backend.is_numpy() else 1
+    if k <= 1:
+        with _one_blas_thread():
+            out = xp.matmul(a, b)
+        if bias is not None:
+            out += bias  # in place on the fresh product: no second (M, N) array
+        return out
+    out = xp.empty((M, N), dtype=xp.result_type(a, b))
+
+    def rows(r):  # (M_i, K) @ (K, N) -> rows M_i of the output
+        xp.matmul(a[r], b, out=out[r])  # out= is NumPy's, as is k > 1
+        if bias is not None:
+            out[r] += bias
+
+    def columns(c):  # (M, K) @ (K, N_i) -> columns N_i of the output
+        xp.matmul(a, b[:, c], out=out[:, c])
+        if bias is not None:
+            out[:, c] += bias[c]
+
+    cut = [max(M, N) * i // k for i in range(k + 1)]
+    map(rows if M >= N else columns, [slice(lo, hi) for lo, hi in zip(cut, cut[1:])])
+    return out
+
+
+def matmuls(*pairs) -> list:
+    """``[a @ b for a, b in pairs]`` for independent products, such as a Linear layer's dX and
+    dW: side by side, one whole product per thread, when there are enough of them to go round
+    (3-5% faster than sharing each product, measured at d_model 256), else one after another,
+    each shared among the threads by :func:`matmul`."""
+    if 1 < num_threads() <= len(pairs) and backend.is_numpy():
+        return map(lambda ab: xp.matmul(*ab), list(pairs))
+    return [matmul(a, b) for a, b in pairs]
+
+
+def cat(parts: list):
+    """The blocks' results as one array along the first axis (no copy for a single block)."""
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+
+# -- the machinery -----------------------------------------------------------------------------
+def _run(fn, args: list) -> list:
+    return [fn(*a) for a in args]
+
+
+def _get_pool() -> ThreadPoolExecutor:
+    global _pool, _pool_pid
+    if _pool is None or _pool_pid != os.getpid():
+        _pool = ThreadPoolExecutor(num_threads() - 1, thread_name_prefix="minilora")
+        _pool_pid = os.getpid()
+    return _pool
+
+
+_blas: list | None = None
+
+
+def _blas_libraries() -> list:
+    """threadpoolctl's handles on the BLAS libraries loaded in this process (NumPy's)."""
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas = ThreadpoolController().select(user_api="blas").lib_controllers
+    return _blas
+
+
+class _OneBlasThread:
+    """Holds the BLAS to one thread from the first ``with`` to the last (nested or not)."""
+
+    lock = threading.Lock()
+    depth = 0
+    saved: list = []
+
+    def __enter__(self):
+        with self.lock:
+            if _OneBlasThread.depth == 0:
+                _OneBlasThread.saved = [(lib, lib.get_num_threads()) for lib in _blas_libraries()]
+                for lib, n in self.saved:
+                    if n != 1:
+                        lib.set_num_threads(1)
+            _OneBlasThread.depth += 1
+
+    def __exit__(self, *exc):
+        with self.lock:
+            _OneBlasThread.depth -= 1
+            if _OneBlasThread.depth == 0:
+                for lib, n in self.saved:
+                    if n != 1:
+                        lib.set_num_threads(n)
+
+
+def _one_blas_thread() -> _OneBlasThread:
+    return _OneBlasThread()
+
+
+__all__ = ["num_threads", "set_num_threads", "blocks", "map", "matmul", "matmuls", "cat"]
