@@ -100,7 +100,6 @@ def gelu(x: Tensor) -> Tensor:
     c, a = math.sqrt(2.0 / math.pi), 0.044715
     x2 = xp.reshape(x.data, (-1, x.shape[-1]) if x.ndim else (1, 1))  # (N, C)
     rows = parallel.blocks(*x2.shape)
-    y = xp.empty(x2.shape, dtype=x.dtype)
 
     def forward(r):
         # Speed: in-place steps on fresh arrays (2x faster than one temporary per operator),
@@ -111,17 +110,15 @@ def gelu(x: Tensor) -> Tensor:
         u += c
         u *= xr  # u = c (x + a x³)
         t = xp.tanh(u)
-        yr = t + 1
-        yr *= xr
-        yr *= 0.5  # y = 0.5 x (1 + t)
-        y[r] = yr
-        return t
+        y = t + 1
+        y *= xr
+        y *= 0.5  # y = 0.5 x (1 + t)
+        return y, t
 
-    t = parallel.map(forward, rows)  # tanh's values, kept block by block for the backward
+    y, t = zip(*parallel.map(forward, rows))  # t = tanh(u), kept block by block for backward
 
     def backward(g):
         g2 = xp.reshape(g, x2.shape)
-        dx = xp.empty(x2.shape, dtype=x.dtype)
 
         def rows_backward(r, t):
             # dy/dx = 0.5 (1 + t) + 0.5 x (1 − t²) c (1 + 3a x²), built in place as
@@ -138,12 +135,11 @@ def gelu(x: Tensor) -> Tensor:
             d -= 1
             d *= g2[r]
             d *= -0.5
-            dx[r] = d
+            return d
 
-        parallel.map(rows_backward, rows, t)
-        return (xp.reshape(dx, x.shape),)
+        return (xp.reshape(parallel.cat(parallel.map(rows_backward, rows, t)), x.shape),)
 
-    return Tensor._make(xp.reshape(y, x.shape), (x,), backward, "gelu")
+    return Tensor._make(xp.reshape(parallel.cat(y), x.shape), (x,), backward, "gelu")
 
 
 def relu(x: Tensor) -> Tensor:
@@ -233,46 +229,44 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
         raise ValueError(f"layer_norm: normalizes the last axis only; input {x.shape}, "
                          f"normalized_shape {shape}")
     C = x.shape[-1]
-    # rows are normalized independently: blocks of the first axis go to the threads
-    rows = parallel.blocks(x.shape[0], x.numel() // x.shape[0]) if x.ndim > 1 else [...]
-    y = xp.empty(x.shape, dtype=x.dtype)
+    # rows are normalized independently: blocks of the first axis go to the threads (in 2-D,
+    # cut at multiples of 64 rows, where the BLAS sums each row as it would in the whole)
+    rows = parallel.blocks(x.shape[0], x.numel() // x.shape[0], 64 if x.ndim == 2 else 1) \
+        if x.ndim > 1 else [...]
 
     def forward(r):
         xhat = x.data[r] - _sum_last(x.data[r], 1.0 / C)  # x − μ
         rstd = 1.0 / xp.sqrt(_sum_last(xhat * xhat, 1.0 / C) + eps)
         xhat *= rstd  # in place (it is our own array): saves a temporary of x's size
-        y[r] = xhat * weight.data if weight is not None else xhat
+        y = xhat * weight.data if weight is not None else xp.asarray(xhat, copy=True)
         if bias is not None:
-            y[r] += bias.data
-        return xhat, rstd
+            y += bias.data
+        return y, xhat, rstd
 
-    xhat, rstd = zip(*parallel.map(forward, rows))
+    y, xhat, rstd = zip(*parallel.map(forward, rows))
 
     def backward(g):
-        gx = xp.empty(x.shape, dtype=x.dtype) if x.requires_grad else None
-        gxh = xp.empty(x.shape, dtype=x.dtype) if weight is not None and weight.requires_grad \
-            else None
-
         def rows_backward(r, xhat, rstd):
-            if gx is not None:
-                gh = g[r] * weight.data if weight is not None else xp.asarray(g[r], copy=True)
-                m = _sum_last(gh * xhat, 1.0 / C)
-                gh -= _sum_last(gh, 1.0 / C)  # in place on our own ĝ: no temporaries
-                gh -= xhat * m
-                gh *= rstd
-                gx[r] = gh
-            if gxh is not None:
-                gxh[r] = g[r] * xhat  # the terms of dW
+            gx = gxh = None
+            if x.requires_grad:
+                gx = g[r] * weight.data if weight is not None else xp.asarray(g[r], copy=True)
+                m = _sum_last(gx * xhat, 1.0 / C)
+                gx -= _sum_last(gx, 1.0 / C)  # in place on our own ĝ: no temporaries
+                gx -= xhat * m
+                gx *= rstd
+            if weight is not None and weight.requires_grad:
+                gxh = g[r] * xhat  # the terms of dW
+            return gx, gxh
 
-        parallel.map(rows_backward, rows, xhat, rstd)
+        gx, gxh = zip(*parallel.map(rows_backward, rows, xhat, rstd))
         # the sums over rows run on the whole array, as they would without threads
-        gw = unbroadcast(gxh, weight.shape) if gxh is not None else None
+        gw = unbroadcast(parallel.cat(gxh), weight.shape) if gxh[0] is not None else None
         gb = unbroadcast(g, bias.shape) if bias is not None and bias.requires_grad else None
-        grads = (gx, gw, gb)
+        grads = (parallel.cat(gx) if gx[0] is not None else None, gw, gb)
         return tuple(gr for gr, p in zip(grads, (x, weight, bias)) if p is not None)
 
     parents = tuple(p for p in (x, weight, bias) if p is not None)
-    return Tensor._make(y, parents, backward, "layer_norm")
+    return Tensor._make(parallel.cat(y), parents, backward, "layer_norm")
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True,

@@ -10,10 +10,13 @@ to one thread: OpenBLAS's own threads spin for ~0.1 s after each product, on the
 element-wise work that follows needs (measured: a training step at d_model 256 runs 19% slower
 next to them). PyTorch, too, runs its products and its loops on one pool of threads.
 
-Same numbers, whatever the thread count: a block's rows are computed by exactly the operations
-the whole array's would be, no output element depends on another row (sums across rows stay
-outside the blocks), and the BLAS always runs on one thread here, so every result is bit for
-bit the one of a single thread; tests/test_parallel.py checks it for every op that uses this.
+Same numbers: the element-wise ops' blocks are computed by exactly the operations the whole
+array's would be, no output element depends on another row (sums across rows stay outside the
+blocks, or are cut where the BLAS's row sums stay the same), and the BLAS runs on one thread
+inside, so their results are bit for bit those of one thread (tests/test_parallel.py checks it
+for every such op). A shared matrix product is the exception, exactly as with any threaded BLAS
+(see :func:`matmul`): runs that must agree to the last bit use the same thread count, and the
+experiments use one.
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ from .backend import xp
 
 BLOCK = 1 << 18  # elements per block: a block's temporaries stay in the core's cache (GELU at
 # d_model 256 runs 2x faster in blocks of this size than on whole arrays)
-MIN_GEMM_WORK = 1 << 21  # multiply-adds: a smaller product is not worth a second thread
+MIN_GEMM_WORK = 1 << 21  # multiply-adds per thread: less is not worth a second thread, and
+# OpenBLAS's kernels for small matrices sum in another order
 
 _num_threads: int | None = None  # None: as many as the BLAS would use, read on first use
 _pool: ThreadPoolExecutor | None = None
@@ -58,12 +62,12 @@ def set_num_threads(n: int) -> None:
     _num_threads = n
 
 
-def blocks(n_rows: int, row_size: int) -> list[tuple]:
+def blocks(n_rows: int, row_size: int, align: int = 1) -> list[tuple]:
     """Indices ``x[lo:hi, ...]`` of contiguous blocks of about ``BLOCK`` elements (rows of
-    ``row_size``) covering the first axis of length ``n_rows``; on a backend other than NumPy
-    a single block (a GPU runs whole arrays)."""
-    k = max(1, min(n_rows, n_rows * row_size // BLOCK)) if backend.is_numpy() else 1
-    bounds = [n_rows * i // k for i in range(k + 1)]
+    ``row_size``) covering the first axis of length ``n_rows``, cut at multiples of ``align``
+    rows; on a backend other than NumPy a single block (a GPU runs whole arrays)."""
+    k = max(1, min(n_rows // align, n_rows * row_size // BLOCK)) if backend.is_numpy() else 1
+    bounds = [0] + [n_rows * i // k // align * align for i in range(1, k)] + [n_rows]
     return [(slice(lo, hi), ...) for lo, hi in zip(bounds, bounds[1:])]
 
 
@@ -75,9 +79,12 @@ def map(fn, items: list, *per_item) -> list:
     The caller's thread takes the first run, the pool the others, and every run is waited
     for before an error is raised.
     """
+    if len(items) == 1:  # the common case at small sizes: no thread, no lists
+        with _one_blas_thread:
+            return [fn(items[0], *(p[0] for p in per_item))]
     args = [(item,) + tuple(p[i] for p in per_item) for i, item in enumerate(items)]
     k = min(num_threads(), len(args))
-    with _one_blas_thread():
+    with _one_blas_thread:
         if k <= 1 or not _busy.acquire(blocking=False):
             return _run(fn, args)
         try:
@@ -97,14 +104,17 @@ def matmul(a, b, bias=None):
     ``torch.addmm``: the rows of the product (its columns, if it is wider than tall) shared
     among the threads, each a one-thread BLAS product that adds its part of the bias at once.
 
-    A block of rows is the same sums in the same order as in the whole product, so the
-    result does not depend on the thread count.
+    Only a big product is shared, cut at multiples of 64 rows (or columns). Like a product
+    OpenBLAS shares among its own threads, a block may round differently from the whole on
+    some kernels (seen: OpenBLAS's Haswell sgemm, its SkylakeX dgemm; its SkylakeX sgemm, which
+    the figures were made with, gives the same bits); the sums are the same, their order is not.
     """
     M, N = a.shape[0], b.shape[1]
-    k = min(num_threads(), max(M, N) // 64, M * N * a.shape[1] // MIN_GEMM_WORK) \
-        if backend.is_numpy() else 1
+    big = max(M, N)
+    k = 1 if num_threads() == 1 or not backend.is_numpy() \
+        else min(num_threads(), big // 64, M * N * a.shape[1] // MIN_GEMM_WORK)
     if k <= 1:
-        with _one_blas_thread():
+        with _one_blas_thread:
             out = xp.matmul(a, b)
         if bias is not None:
             out += bias  # in place on the fresh product: no second (M, N) array
@@ -121,7 +131,7 @@ def matmul(a, b, bias=None):
         if bias is not None:
             out[:, c] += bias[c]
 
-    cut = [max(M, N) * i // k for i in range(k + 1)]
+    cut = [0] + [big * i // k // 64 * 64 for i in range(1, k)] + [big]
     map(rows if M >= N else columns, [slice(lo, hi) for lo, hi in zip(cut, cut[1:])])
     return out
 
@@ -170,30 +180,28 @@ def _blas_libraries() -> list:
 class _OneBlasThread:
     """Holds the BLAS to one thread from the first ``with`` to the last (nested or not)."""
 
-    lock = threading.Lock()
-    depth = 0
-    saved: list = []
+    def __init__(self):
+        self.lock, self.depth, self.saved = threading.Lock(), 0, []
 
     def __enter__(self):
         with self.lock:
-            if _OneBlasThread.depth == 0:
-                _OneBlasThread.saved = [(lib, lib.get_num_threads()) for lib in _blas_libraries()]
+            if self.depth == 0:  # the counts are read each time: the user may change them
+                self.saved = [(lib, lib.get_num_threads()) for lib in _blas_libraries()]
                 for lib, n in self.saved:
                     if n != 1:
                         lib.set_num_threads(1)
-            _OneBlasThread.depth += 1
+            self.depth += 1
 
     def __exit__(self, *exc):
         with self.lock:
-            _OneBlasThread.depth -= 1
-            if _OneBlasThread.depth == 0:
+            self.depth -= 1
+            if self.depth == 0:
                 for lib, n in self.saved:
                     if n != 1:
                         lib.set_num_threads(n)
 
 
-def _one_blas_thread() -> _OneBlasThread:
-    return _OneBlasThread()
+_one_blas_thread = _OneBlasThread()
 
 
 __all__ = ["num_threads", "set_num_threads", "blocks", "map", "matmul", "matmuls", "cat"]
