@@ -123,7 +123,8 @@ def _time_side_by_side(cases: dict, repeats: int, min_sample_s: float) -> dict:
 
 
 def gemm_peak(sizes, repeats: int, min_sample_s: float, torch=None) -> dict:
-    """float32 ``(m, k) @ (k, n)`` GFLOP/s through the backend (and PyTorch, if given)."""
+    """float32 ``(m, k) @ (k, n)`` GFLOP/s through the backend's own threads (the peak), through
+    the engine's shared products (:func:`minilora.parallel.matmul`), and in PyTorch if given."""
     gen = Generator(0)
     cases, flops = {}, {}
     for m, k, n in sizes:
@@ -131,17 +132,20 @@ def gemm_peak(sizes, repeats: int, min_sample_s: float, torch=None) -> dict:
         key = f"{m}x{k}x{n}"
         flops[key] = 2 * m * k * n
         cases[key] = lambda a=a, b=b: xp.matmul(a, b)
+        cases["engine " + key] = lambda a=a, b=b: parallel.matmul(a, b)
         if torch is not None:
             ta, tb = torch.from_numpy(to_numpy(a)), torch.from_numpy(to_numpy(b))
             cases["torch " + key] = lambda ta=ta, tb=tb: torch.matmul(ta, tb)
     times = _time_side_by_side(cases, repeats, min_sample_s)
     rows = []
     for key, f in flops.items():
-        row = {"shape": key, "seconds": times[key], "gflops": f / times[key] / 1e9}
+        row = {"shape": key, "seconds": times[key], "gflops": f / times[key] / 1e9,
+               "engine_gflops": f / times["engine " + key] / 1e9}
         if torch is not None:
             row["torch_gflops"] = f / times["torch " + key] / 1e9
         rows.append(row)
     return {"sizes": rows, "peak_gflops": max(r["gflops"] for r in rows),
+            "engine_peak_gflops": max(r["engine_gflops"] for r in rows),
             "torch_peak_gflops": max(r["torch_gflops"] for r in rows) if torch else None}
 
 

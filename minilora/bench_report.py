@@ -25,12 +25,15 @@ def format_table(result: dict) -> str:
              f"OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}"
              + (f"  | torch {env['torch']} ({env['torch_threads']} threads, "
                 f"{env['torch_cpu_capability']})" if has_torch else "  | PyTorch: not measured"),
-             f"  medians of {result['settings']['repeats']} interleaved repeats", "",
-             "GEMM float32 (m x k x n)   GFLOP/s" + ("   torch GFLOP/s" if has_torch else "")]
+             f"  minilora shares products and loops among {env['threads']} threads "
+             f"(BLAS held to one inside); medians of {result['settings']['repeats']} "
+             f"interleaved repeats", "",
+             "GEMM float32 (m x k x n)   GFLOP/s  engine" + ("   torch GFLOP/s" if has_torch
+                                                             else "")]
     for row in gemm["sizes"]:
-        lines.append(f"  {row['shape']:<24}{row['gflops']:8.1f}"
+        lines.append(f"  {row['shape']:<24}{row['gflops']:8.1f}{row['engine_gflops']:8.1f}"
                      + (f"  {row['torch_gflops']:14.1f}" if has_torch else ""))
-    lines.append(f"  {'peak':<24}{gemm['peak_gflops']:8.1f}"
+    lines.append(f"  {'peak':<24}{gemm['peak_gflops']:8.1f}{gemm['engine_peak_gflops']:8.1f}"
                  + (f"  {gemm['torch_peak_gflops']:14.1f}" if has_torch else ""))
     lines += ["", "training step (fwd + CE + bwd + AdamW)",
               f"  {'config':<8}{'mode':<6}{'step ms':>9}{'tok/s':>10}{'GFLOP':>8}{'GFLOP/s':>9}"

@@ -83,6 +83,16 @@ def test_attention_is_the_same_bits_for_any_threads(seed, dtype, B, H, T, D, cau
     assert_same_bits_everywhere(outputs_and_grads(attn, seed, dtype, *[(B, H, T, D)] * 3))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_attention_with_extreme_scores_in_one_block_only_is_the_same_bits(dtype):
+    """Scores beyond exp's range in one batch element: every row is shifted by its max, as
+    on the whole array, not just the rows of the block that holds them."""
+    loud = np.ones((6, 1, 1, 1), dtype)
+    loud[0] = 1e4
+    attn = lambda q, k, v: F.scaled_dot_product_attention(q * Tensor(loud), k, v, is_causal=True)
+    assert_same_bits_everywhere(outputs_and_grads(attn, 0, dtype, *[(6, 2, 5, 4)] * 3))
+
+
 @given(seeds, dtypes, n, n, n, st.booleans())
 def test_linear_layers_are_the_same_bits_for_any_threads(seed, dtype, N, n_in, n_out, bias):
     shapes = [(N, n_in), (n_out, n_in)] + ([(n_out,)] if bias else [])
