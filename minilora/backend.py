@@ -210,10 +210,13 @@ def keep_freed_memory() -> bool:
     except (AttributeError, ValueError, OSError):  # not a glibc system (Windows, macOS, musl)
         return False
     libc = ctypes.CDLL(None)  # the C library this process already runs on
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from <malloc.h>
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # from <malloc.h>
     mmap_ok = libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20)  # blocks < 32 MiB come from the heap
     trim_ok = libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # and the heap is never trimmed
-    return bool(mmap_ok and trim_ok)
+    # one heap for every thread: another thread's own heap (glibc gives each thread one) is
+    # unmapped whenever all of it is free, trim threshold or not, and faulted in again
+    arena_ok = libc.mallopt(M_ARENA_MAX, 1)
+    return bool(mmap_ok and trim_ok and arena_ok)
 
 
 MALLOC_TUNED = os.environ.get("MINILORA_KEEP_FREED_MEMORY", "1") != "0" and keep_freed_memory()

@@ -83,7 +83,7 @@ def map(fn, items: list, *per_item) -> list:
         with _one_blas_thread:
             return [fn(items[0], *(p[0] for p in per_item))]
     args = [(item,) + tuple(p[i] for p in per_item) for i, item in enumerate(items)]
-    k = min(num_threads(), len(args))
+    k = min(num_threads(), len(args)) if backend.is_numpy() else 1
     with _one_blas_thread:
         if k <= 1 or not _busy.acquire(blocking=False):
             return _run(fn, args)
@@ -136,14 +136,11 @@ def matmul(a, b, bias=None):
     return out
 
 
-def matmuls(*pairs) -> list:
-    """``[a @ b for a, b in pairs]`` for independent products, such as a Linear layer's dX and
-    dW: side by side, one whole product per thread, when there are enough of them to go round
-    (3-5% faster than sharing each product, measured at d_model 256), else one after another,
-    each shared among the threads by :func:`matmul`."""
-    if 1 < num_threads() <= len(pairs) and backend.is_numpy():
-        return map(lambda ab: xp.matmul(*ab), list(pairs))
-    return [matmul(a, b) for a, b in pairs]
+def run(*jobs) -> list:
+    """``[job() for job in jobs]`` for independent jobs, such as a Linear layer's dW, dX and
+    db: side by side, in contiguous runs, one run per thread. Put the longest job first: the
+    caller's thread takes it, and starts before the others' threads wake."""
+    return map(lambda job: job(), list(jobs))
 
 
 def cat(parts: list):
@@ -204,4 +201,4 @@ class _OneBlasThread:
 _one_blas_thread = _OneBlasThread()
 
 
-__all__ = ["num_threads", "set_num_threads", "blocks", "map", "matmul", "matmuls", "cat"]
+__all__ = ["num_threads", "set_num_threads", "blocks", "map", "run", "matmul", "cat"]

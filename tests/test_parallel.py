@@ -136,7 +136,7 @@ def test_shared_products_are_the_whole_products_to_rounding(seed, dtype, M, N, K
         assert got.dtype == dtype and got.shape == (M, N)
         assert_close(got, exact, tolerance, scale)
         assert np.array_equal(got, parallel.matmul(a, b, c))
-    ab, ba = run_with(2, parallel.BLOCK, lambda: parallel.matmuls((a, b), (b.T, a.T)))
+    ab, ba = run_with(2, parallel.BLOCK, lambda: parallel.run(lambda: a @ b, lambda: b.T @ a.T))
     assert_close(ab, exact - (c if bias else 0), tolerance, scale)
     assert_close(ba.T, exact - (c if bias else 0), tolerance, scale)
 
