@@ -102,6 +102,7 @@ def gelu(x: Tensor) -> Tensor:
     c, a = math.sqrt(2.0 / math.pi), 0.044715
     x2 = xp.reshape(x.data, (-1, x.shape[-1]) if x.ndim else (1, 1))  # (N, C)
     rows = parallel.blocks(*x2.shape)
+    y = parallel.Output(x2.shape, x.dtype, rows)
 
     def forward(r):
         # Speed: in-place steps on fresh arrays (2x faster than one temporary per operator),
@@ -112,15 +113,17 @@ def gelu(x: Tensor) -> Tensor:
         u += c
         u *= xr  # u = c (x + a x³)
         t = xp.tanh(u)
-        y = t + 1
-        y *= xr
-        y *= 0.5  # y = 0.5 x (1 + t)
-        return y, t
+        yr = t + 1
+        yr *= xr
+        yr *= 0.5  # y = 0.5 x (1 + t)
+        y.put(r, yr)
+        return t
 
-    y, t = zip(*parallel.map(forward, rows))  # tanh's values, kept block by block
+    t = parallel.map(forward, rows)  # tanh's values, kept block by block for the backward
 
     def backward(g):
         g2 = xp.reshape(g, x2.shape)
+        dx = parallel.Output(x2.shape, x.dtype, rows)
 
         def rows_backward(r, t):
             # dy/dx = 0.5 (1 + t) + 0.5 x (1 − t²) c (1 + 3a x²), built in place as
@@ -137,11 +140,12 @@ def gelu(x: Tensor) -> Tensor:
             d -= 1
             d *= g2[r]
             d *= -0.5
-            return d
+            dx.put(r, d)
 
-        return (xp.reshape(parallel.cat(parallel.map(rows_backward, rows, t)), x.shape),)
+        parallel.map(rows_backward, rows, t)
+        return (xp.reshape(dx.array, x.shape),)
 
-    return Tensor._make(xp.reshape(parallel.cat(y), x.shape), (x,), backward, "gelu")
+    return Tensor._make(xp.reshape(y.array, x.shape), (x,), backward, "gelu")
 
 
 def relu(x: Tensor) -> Tensor:
@@ -236,39 +240,45 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
     rows = parallel.blocks(x.shape[0], x.numel() // x.shape[0], 64 if x.ndim == 2 else 1) \
         if x.ndim > 1 else [...]
 
+    y = parallel.Output(x.shape, x.dtype, rows)
+
     def forward(r):
         xhat = x.data[r] - _sum_last(x.data[r], 1.0 / C)  # x − μ
         rstd = 1.0 / xp.sqrt(_sum_last(xhat * xhat, 1.0 / C) + eps)
         xhat *= rstd  # in place (it is our own array): saves a temporary of x's size
-        y = xhat * weight.data if weight is not None else xp.asarray(xhat, copy=True)
+        yr = xhat * weight.data if weight is not None else xp.asarray(xhat, copy=True)
         if bias is not None:
-            y += bias.data
-        return y, xhat, rstd
+            yr += bias.data
+        y.put(r, yr)
+        return xhat, rstd
 
-    y, xhat, rstd = zip(*parallel.map(forward, rows))
+    xhat, rstd = zip(*parallel.map(forward, rows))
 
     def backward(g):
-        def rows_backward(r, xhat, rstd):
-            gx = gxh = None
-            if x.requires_grad:
-                gx = g[r] * weight.data if weight is not None else xp.asarray(g[r], copy=True)
-                m = _sum_last(gx * xhat, 1.0 / C)
-                gx -= _sum_last(gx, 1.0 / C)  # in place on our own ĝ: no temporaries
-                gx -= xhat * m
-                gx *= rstd
-            if weight is not None and weight.requires_grad:
-                gxh = g[r] * xhat  # the terms of dW
-            return gx, gxh
+        gx = parallel.Output(x.shape, x.dtype, rows) if x.requires_grad else None
+        gxh = parallel.Output(x.shape, x.dtype, rows) \
+            if weight is not None and weight.requires_grad else None
 
-        gx, gxh = zip(*parallel.map(rows_backward, rows, xhat, rstd))
+        def rows_backward(r, xhat, rstd):
+            if gx is not None:
+                gh = g[r] * weight.data if weight is not None else xp.asarray(g[r], copy=True)
+                m = _sum_last(gh * xhat, 1.0 / C)
+                gh -= _sum_last(gh, 1.0 / C)  # in place on our own ĝ: no temporaries
+                gh -= xhat * m
+                gh *= rstd
+                gx.put(r, gh)
+            if gxh is not None:
+                gxh.put(r, g[r] * xhat)  # the terms of dW
+
+        parallel.map(rows_backward, rows, xhat, rstd)
         # the sums over rows run on the whole array, as they would without threads
-        gw = unbroadcast(parallel.cat(gxh), weight.shape) if gxh[0] is not None else None
+        gw = unbroadcast(gxh.array, weight.shape) if gxh is not None else None
         gb = unbroadcast(g, bias.shape) if bias is not None and bias.requires_grad else None
-        grads = (parallel.cat(gx) if gx[0] is not None else None, gw, gb)
+        grads = (gx.array if gx is not None else None, gw, gb)
         return tuple(gr for gr, p in zip(grads, (x, weight, bias)) if p is not None)
 
     parents = tuple(p for p in (x, weight, bias) if p is not None)
-    return Tensor._make(parallel.cat(y), parents, backward, "layer_norm")
+    return Tensor._make(y.array, parents, backward, "layer_norm")
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True,
@@ -350,13 +360,19 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
             s -= xp.max(s, axis=-1, keepdims=True)
         p = xp.exp(s)
         p /= _sum_last(p)  # (..., T, S) / (..., T, 1)
-        return qs, p, xp.matmul(p, v[r]), extreme  # (..., T, S) @ (..., S, Dv) -> (..., T, Dv)
+        o = xp.matmul(p, v[r])  # (..., T, S) @ (..., S, Dv) -> (..., T, Dv)
+        out.put(r, o)
+        return qs, p, o, extreme
 
-    qs, p, out, extreme = zip(*parallel.map(lambda r: forward(r, False), rows))
+    out = parallel.Output(q.shape[:-1] + v.shape[-1:], q.dtype, rows)
+    qs, p, o, extreme = zip(*parallel.map(lambda r: forward(r, False), rows))
     if any(extreme) and not all(extreme):  # rare: then every block shifts, as one block would
-        qs, p, out, _ = zip(*parallel.map(lambda r: forward(r, True), rows))
+        qs, p, o, _ = zip(*parallel.map(lambda r: forward(r, True), rows))
 
     def backward(g):
+        grads = [parallel.Output(t.shape, q.dtype, rows) if t.requires_grad else None
+                 for t in (query, key, value)]
+
         def rows_backward(r, p, qs, out):
             gr = g[r]
             gv = xp.matmul(p.mT, gr) if value.requires_grad else None  # (..., S, Dv)
@@ -371,13 +387,15 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
                     gq *= scale
                 if key.requires_grad:
                     gk = xp.matmul(ds.mT, qs)  # (..., S, T) @ (..., T, D) -> (..., S, D)
-            return gq, gk, gv
+            for grad, block in zip(grads, (gq, gk, gv)):
+                if grad is not None:
+                    grad.put(r, block)
 
-        gq, gk, gv = zip(*parallel.map(rows_backward, rows, p, qs, out))
-        return tuple(unbroadcast(parallel.cat(gr), t.shape) if gr[0] is not None else None
-                     for gr, t in ((gq, query), (gk, key), (gv, value)))
+        parallel.map(rows_backward, rows, p, qs, o)
+        return tuple(unbroadcast(grad.array, t.shape) if grad is not None else None
+                     for grad, t in zip(grads, (query, key, value)))
 
-    return Tensor._make(parallel.cat(out), (query, key, value), backward, "attention")
+    return Tensor._make(out.array, (query, key, value), backward, "attention")
 
 
 __all__ = ["linear", "lora_linear", "gelu", "relu", "softmax", "log_softmax", "cross_entropy",

@@ -143,9 +143,22 @@ def run(*jobs) -> list:
     return map(lambda job: job(), list(jobs))
 
 
-def cat(parts: list):
-    """The blocks' results as one array along the first axis (no copy for a single block)."""
-    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+class Output:
+    """An op's output, assembled from its row blocks by the threads that compute them.
+
+    Several blocks are written into one array as they are made (while they are still in the
+    thread's cache, and by every thread at once); a single block is the output itself, with no
+    copy at all.
+    """
+
+    def __init__(self, shape: tuple[int, ...], dtype, rows: list):
+        self.array = xp.empty(shape, dtype=dtype) if len(rows) > 1 else None
+
+    def put(self, r, block) -> None:
+        if self.array is None:
+            self.array = block
+        else:
+            self.array[r] = block
 
 
 # -- the machinery -----------------------------------------------------------------------------
@@ -201,4 +214,4 @@ class _OneBlasThread:
 _one_blas_thread = _OneBlasThread()
 
 
-__all__ = ["num_threads", "set_num_threads", "blocks", "map", "run", "matmul", "cat"]
+__all__ = ["num_threads", "set_num_threads", "blocks", "map", "run", "matmul", "Output"]
