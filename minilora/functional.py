@@ -65,32 +65,58 @@ def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor, 
         raise ValueError(f"lora_linear: input {x.shape}, weight {weight.shape}, lora_A "
                          f"{lora_A.shape} and lora_B {lora_B.shape} do not fit")
     x2 = xp.reshape(x.data, (-1, x.shape[-1]))  # (N, in)
-    u = parallel.matmul(x2, lora_A.data.mT)  # (N, in) @ (in, r) -> (N, r)
-    y = parallel.matmul(x2, weight.data.mT, None if bias is None else bias.data)  # (N, out)
-    y += parallel.matmul(u * scaling, lora_B.data.mT)  # (N, r) @ (r, out): scale the thin side
+    N, n_out, r = x2.shape[0], weight.shape[0], lora_A.shape[0]
+    # every product but dA and dB is row by row: blocks of rows go to the threads, each doing
+    # the whole layer for its rows (one hand-off instead of one per product)
+    rows = parallel.blocks(N, max(x2.shape[1], n_out), 64)
+    y, u = parallel.Output((N, n_out), x.dtype, rows), parallel.Output((N, r), x.dtype, rows)
+
+    def forward(rr):
+        ur = xp.matmul(x2[rr], lora_A.data.mT)  # (n, in) @ (in, r) -> (n, r)
+        yr = xp.matmul(x2[rr], weight.data.mT)  # (n, in) @ (in, out) -> (n, out)
+        if bias is not None:
+            yr += bias.data
+        yr += xp.matmul(ur * scaling, lora_B.data.mT)  # (n, r) @ (r, out): scale the thin side
+        y.put(rr, yr)
+        u.put(rr, ur)
+
+    parallel.map(forward, rows)
 
     def backward(g):
         g2 = xp.reshape(g, (-1, g.shape[-1]))  # (N, out)
-        gu = parallel.matmul(g2, lora_B.data)  # (N, out) @ (out, r) -> (N, r)
-        gu *= scaling
-        gx = gw = gb = None
-        if x.requires_grad:
-            gx = parallel.matmul(g2, weight.data)  # (N, out) @ (out, in) -> (N, in)
-            gx += parallel.matmul(gu, lora_A.data)  # (N, r) @ (r, in)
-            gx = xp.reshape(gx, x.shape)
-        if weight.requires_grad:
-            gw = parallel.matmul(g2.mT, x2)  # (out, N) @ (N, in)
-        if bias is not None and bias.requires_grad:
-            gb = xp.sum(g2, axis=0)
-        gA = parallel.matmul(gu.mT, x2) if lora_A.requires_grad else None  # (r, N) @ (N, in)
-        gB = None
-        if lora_B.requires_grad:
-            gB = parallel.matmul(g2.mT, u)  # (out, N) @ (N, r)
+        gu = parallel.Output((N, r), x.dtype, rows)
+        gx = parallel.Output(x2.shape, x.dtype, rows) if x.requires_grad else None
+
+        def rows_backward(rr):
+            gur = xp.matmul(g2[rr], lora_B.data)  # (n, out) @ (out, r) -> (n, r)
+            gur *= scaling
+            gu.put(rr, gur)
+            if gx is not None:
+                gxr = xp.matmul(g2[rr], weight.data)  # (n, out) @ (out, in) -> (n, in)
+                gxr += xp.matmul(gur, lora_A.data)  # (n, r) @ (r, in)
+                gx.put(rr, gxr)
+
+        parallel.map(rows_backward, rows)
+
+        def grad_B():
+            gB = xp.matmul(g2.mT, u.array)  # (out, N) @ (N, r) -> (out, r)
             gB *= scaling
-        return (gx, gw) + ((gb,) if bias is not None else ()) + (gA, gB)
+            return gB
+
+        # the sums over all N rows: dA, dB (and dW0, db if the base trains), side by side
+        jobs = {"A": lambda: xp.matmul(gu.array.mT, x2),  # (r, N) @ (N, in) -> (r, in)
+                "B": grad_B,
+                "W": lambda: xp.matmul(g2.mT, x2),  # (out, N) @ (N, in) -> (out, in)
+                "b": lambda: xp.sum(g2, axis=0)}
+        wanted = [name for name, t in (("W", weight), ("A", lora_A), ("B", lora_B), ("b", bias))
+                  if t is not None and t.requires_grad]
+        grads = dict(zip(wanted, parallel.run(*(jobs[name] for name in wanted))))
+        gx = xp.reshape(gx.array, x.shape) if gx is not None else None
+        return (gx, grads.get("W")) + ((grads.get("b"),) if bias is not None else ()) \
+            + (grads.get("A"), grads.get("B"))
 
     parents = (x, weight) + ((bias,) if bias is not None else ()) + (lora_A, lora_B)
-    return Tensor._make(xp.reshape(y, x.shape[:-1] + (weight.shape[0],)), parents, backward,
+    return Tensor._make(xp.reshape(y.array, x.shape[:-1] + (n_out,)), parents, backward,
                         "lora_linear")
 
 
