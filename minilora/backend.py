@@ -195,7 +195,11 @@ def keep_freed_memory() -> bool:
     A training step allocates and frees the same activations every step. By default glibc
     returns large blocks to the kernel (``munmap``, heap trimming), so the next step page-faults
     and zeroes that memory all over again: measured here, a LoRA step at the experiments' model
-    size (d_model 128, 2 layers, batch 32) takes 25.9 ms without this and 14.7 ms with it. Keeping the blocks costs
+    size (d_model 128, 2 layers, batch 32) takes 25.9 ms without this and 14.7 ms with it.
+    All threads share the one heap: glibc gives each further thread a heap of its own and
+    unmaps it whenever all of it is free, whatever the trim threshold, so the engine's worker
+    thread (:mod:`minilora.parallel`) page-faulted in its GELU blocks every step and took 2.5x
+    the caller's time for the same work. Keeping the blocks costs
     nothing but a resident size that stays at its peak (PyTorch users get the same from
     jemalloc/tcmalloc; NumPy itself asks for huge pages at import for the same reason). Applied
     once at import on glibc, since it changes the whole process's allocator: set

@@ -390,14 +390,15 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         out.put(r, o)
         return qs, p, o, extreme
 
-    out = parallel.Output(q.shape[:-1] + v.shape[-1:], q.dtype, rows)
+    out = parallel.Output(q.shape[:-1] + v.shape[-1:], q.dtype, rows,
+                          like=q if q.shape[-1] == v.shape[-1] else None)
     qs, p, o, extreme = zip(*parallel.map(lambda r: forward(r, False), rows))
     if any(extreme) and not all(extreme):  # rare: then every block shifts, as one block would
         qs, p, o, _ = zip(*parallel.map(lambda r: forward(r, True), rows))
 
     def backward(g):
-        grads = [parallel.Output(t.shape, q.dtype, rows) if t.requires_grad else None
-                 for t in (query, key, value)]
+        grads = [parallel.Output(t.shape, q.dtype, rows, like=t.data) if t.requires_grad
+                 else None for t in (query, key, value)]
 
         def rows_backward(r, p, qs, out):
             gr = g[r]

@@ -7,8 +7,10 @@ of the time. So the fused ops in ``functional`` cut their rows into blocks and s
 among a few threads; NumPy lets go of the GIL inside its loops, so the blocks really run at
 once. The Linear layers' products are shared the same way (:func:`matmul`), with the BLAS held
 to one thread: OpenBLAS's own threads spin for ~0.1 s after each product, on the very cores the
-element-wise work that follows needs (measured: a training step at d_model 256 runs 19% slower
-next to them). PyTorch, too, runs its products and its loops on one pool of threads.
+element-wise work that follows needs (measured while building this: with the products left to
+OpenBLAS's threads, a training step at d_model 256 ran 20% faster once
+OPENBLAS_THREAD_TIMEOUT=4 put those threads to sleep at once). PyTorch, too, runs its products
+and its loops on one pool of threads.
 
 Same numbers: the element-wise ops' blocks are computed by exactly the operations the whole
 array's would be, no output element depends on another row (sums across rows stay outside the
@@ -27,8 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from . import backend
 from .backend import xp
 
-BLOCK = 1 << 18  # elements per block: a block's temporaries stay in the core's cache (GELU at
-# d_model 256 runs 2x faster in blocks of this size than on whole arrays)
+BLOCK = 1 << 18  # elements per block: a block's temporaries stay in the core's cache (GELU's
+# forward and backward at d_model 256 on two threads: 3.2 ms in blocks of this size, 3.7 ms in
+# halves; a quarter or four times this size is slower in a training step)
 MIN_GEMM_WORK = 1 << 21  # multiply-adds per thread: less is not worth a second thread, and
 # OpenBLAS's kernels for small matrices sum in another order
 
@@ -151,8 +154,11 @@ class Output:
     copy at all.
     """
 
-    def __init__(self, shape: tuple[int, ...], dtype, rows: list):
-        self.array = xp.empty(shape, dtype=dtype) if len(rows) > 1 else None
+    def __init__(self, shape: tuple[int, ...], dtype, rows: list, like=None):
+        """``like``: an array of this shape whose memory layout the output takes (a transposed
+        view's gradient laid out as the view, so that transposing it back is free)."""
+        self.array = None if len(rows) == 1 else xp.empty(shape, dtype=dtype) if like is None \
+            else xp.empty_like(like)
 
     def put(self, r, block) -> None:
         if self.array is None:
