@@ -36,7 +36,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             # each), dW first, the slower one, on the caller's thread, which starts first
             gw, gx, gb = parallel.run(lambda: xp.matmul(g2.mT, x2),  # (out, N) @ (N, in)
                                       lambda: xp.matmul(g2, weight.data),  # (N, out) @ (out, in)
-                                      lambda: xp.sum(g2, axis=0) if want_b else None)
+                                      lambda: xp.sum(g2, axis=0) if want_b else None,
+                                      work=2 * g2.shape[0] * weight.shape[0] * weight.shape[1])
         else:  # each product shared among the threads
             gx = parallel.matmul(g2, weight.data) if x.requires_grad else None
             gw = parallel.matmul(g2.mT, x2) if weight.requires_grad else None
@@ -110,7 +111,8 @@ def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor, 
                 "b": lambda: xp.sum(g2, axis=0)}
         wanted = [name for name, t in (("W", weight), ("A", lora_A), ("B", lora_B), ("b", bias))
                   if t is not None and t.requires_grad]
-        grads = dict(zip(wanted, parallel.run(*(jobs[name] for name in wanted))))
+        work = N * (n_out * x2.shape[1] * ("W" in wanted) + r * (x2.shape[1] + n_out))
+        grads = dict(zip(wanted, parallel.run(*(jobs[name] for name in wanted), work=work)))
         gx = xp.reshape(gx.array, x.shape) if gx is not None else None
         return (gx, grads.get("W")) + ((grads.get("b"),) if bias is not None else ()) \
             + (grads.get("A"), grads.get("B"))

@@ -93,7 +93,9 @@ class AdamW(Optimizer):
 
     def step(self) -> None:
         with no_grad():  # the parameters update independently: shared among the threads
-            parallel.map(self._update, list(self._trainable()))
+            trainable = list(self._trainable())
+            parallel.run(*(lambda item=item: self._update(item) for item in trainable),
+                         work=20 * sum(p.numel() for _, p, _ in trainable))  # ~20 ops each
 
     @staticmethod
     def _update(item) -> None:

@@ -32,8 +32,9 @@ from .backend import xp
 BLOCK = 1 << 18  # elements per block: a block's temporaries stay in the core's cache (GELU's
 # forward and backward at d_model 256 on two threads: 3.2 ms in blocks of this size, 3.7 ms in
 # halves; a quarter or four times this size is slower in a training step)
-MIN_GEMM_WORK = 1 << 21  # multiply-adds per thread: less is not worth a second thread, and
-# OpenBLAS's kernels for small matrices sum in another order
+MIN_WORK = 1 << 23  # multiply-adds (or element operations) per thread: less does not pay for
+# handing work to a thread and waiting for it (~70 µs here), and OpenBLAS's kernels for small
+# matrices would sum in another order
 
 _num_threads: int | None = None  # None: as many as the BLAS would use, read on first use
 _pool: ThreadPoolExecutor | None = None
@@ -115,7 +116,7 @@ def matmul(a, b, bias=None):
     M, N = a.shape[0], b.shape[1]
     big = max(M, N)
     k = 1 if num_threads() == 1 or not backend.is_numpy() \
-        else min(num_threads(), big // 64, M * N * a.shape[1] // MIN_GEMM_WORK)
+        else min(num_threads(), big // 64, M * N * a.shape[1] // MIN_WORK)
     if k <= 1:
         with _one_blas_thread:
             out = xp.matmul(a, b)
@@ -139,10 +140,14 @@ def matmul(a, b, bias=None):
     return out
 
 
-def run(*jobs) -> list:
+def run(*jobs, work: int) -> list:
     """``[job() for job in jobs]`` for independent jobs, such as a Linear layer's dW, dX and
-    db: side by side, in contiguous runs, one run per thread. Put the longest job first: the
-    caller's thread takes it, and starts before the others' threads wake."""
+    db: side by side, in contiguous runs, one run per thread, if their ``work`` (multiply-adds,
+    say) in all is worth it; else one after another. Put the longest job first: the caller's
+    thread takes it, and starts before the others' threads wake."""
+    if work < 2 * MIN_WORK:
+        with _one_blas_thread:
+            return [job() for job in jobs]
     return map(lambda job: job(), list(jobs))
 
 

@@ -24,16 +24,17 @@ pytestmark = pytest.mark.autograd
 
 @pytest.fixture(autouse=True)
 def restore_parallel_settings():
-    threads, block = parallel.num_threads(), parallel.BLOCK
+    threads, block, work = parallel.num_threads(), parallel.BLOCK, parallel.MIN_WORK
     yield
     parallel.set_num_threads(threads)
-    parallel.BLOCK = block
+    parallel.BLOCK, parallel.MIN_WORK = block, work
 
 
 def run_with(threads: int, block: int, fn):
-    """``fn()`` with ``threads`` threads and row blocks of ``block`` elements."""
+    """``fn()`` with ``threads`` threads, row blocks of ``block`` elements, and any work, however
+    small, shared (products are still cut only at multiples of 64 rows)."""
     parallel.set_num_threads(threads)
-    parallel.BLOCK = block
+    parallel.BLOCK, parallel.MIN_WORK = block, 1
     return fn()
 
 
@@ -136,7 +137,8 @@ def test_shared_products_are_the_whole_products_to_rounding(seed, dtype, M, N, K
         assert got.dtype == dtype and got.shape == (M, N)
         assert_close(got, exact, tolerance, scale)
         assert np.array_equal(got, parallel.matmul(a, b, c))
-    ab, ba = run_with(2, parallel.BLOCK, lambda: parallel.run(lambda: a @ b, lambda: b.T @ a.T))
+    ab, ba = run_with(2, parallel.BLOCK, lambda: parallel.run(lambda: a @ b, lambda: b.T @ a.T,
+                                                                   work=1 << 40))
     assert_close(ab, exact - (c if bias else 0), tolerance, scale)
     assert_close(ba.T, exact - (c if bias else 0), tolerance, scale)
 
@@ -146,8 +148,8 @@ def test_a_big_product_is_shared_at_multiples_of_64(monkeypatch):
     real = parallel.map
     monkeypatch.setattr(parallel, "map", lambda fn, items: calls.append(items) or real(fn, items))
     parallel.set_num_threads(3)
-    a, b = np.ones((1000, 256), np.float32), np.ones((256, 64), np.float32)
-    assert np.array_equal(parallel.matmul(a, b), np.full((1000, 64), 256, np.float32))
+    a, b = np.ones((1000, 256), np.float32), np.ones((256, 300), np.float32)
+    assert np.array_equal(parallel.matmul(a, b), np.full((1000, 300), 256, np.float32))
     assert calls == [[slice(0, 320), slice(320, 640), slice(640, 1000)]]
 
 
