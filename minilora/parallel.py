@@ -51,7 +51,9 @@ def num_threads() -> int:
     global _num_threads
     if _num_threads is None:
         counts = [lib.num_threads for lib in _blas_libraries()]
-        _num_threads = max(1, min(counts)) if counts else len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count() or 1  # the cores this process may use (Linux), or all of them
+        _num_threads = max(1, min(counts)) if counts else cores
     return _num_threads
 
 
