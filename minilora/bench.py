@@ -325,7 +325,7 @@ def environment() -> dict:
            "cpu_count": os.cpu_count(), "numpy": numpy.__version__, "backend": xp.name,
            "malloc_keeps_freed_memory": MALLOC_TUNED,
            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-           "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"), "blas": []}
+           "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE")}
     from threadpoolctl import threadpool_info
 
     env["blas"] = [{k: info.get(k) for k in ("internal_api", "version", "architecture",
