@@ -70,32 +70,28 @@ def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor, 
     # every product but dA and dB is row by row: blocks of rows go to the threads, each doing
     # the whole layer for its rows (one hand-off instead of one per product)
     rows = parallel.blocks(N, max(x2.shape[1], n_out), 64)
-    y, u = parallel.Output((N, n_out), x.dtype, rows), parallel.Output((N, r), x.dtype, rows)
+    y, u = parallel.Output((N, n_out), x.dtype), parallel.Output((N, r), x.dtype)
 
     def forward(rr):
-        ur = xp.matmul(x2[rr], lora_A.data.mT)  # (n, in) @ (in, r) -> (n, r)
-        yr = xp.matmul(x2[rr], weight.data.mT)  # (n, in) @ (in, out) -> (n, out)
+        ur = u.write(rr, xp.matmul, x2[rr], lora_A.data.mT)  # (n, in) @ (in, r) -> (n, r)
+        yr = y.write(rr, xp.matmul, x2[rr], weight.data.mT)  # (n, in) @ (in, out) -> (n, out)
         if bias is not None:
             yr += bias.data
         yr += xp.matmul(ur * scaling, lora_B.data.mT)  # (n, r) @ (r, out): scale the thin side
-        y.put(rr, yr)
-        u.put(rr, ur)
 
     parallel.map(forward, rows)
 
     def backward(g):
         g2 = xp.reshape(g, (-1, g.shape[-1]))  # (N, out)
-        gu = parallel.Output((N, r), x.dtype, rows)
-        gx = parallel.Output(x2.shape, x.dtype, rows) if x.requires_grad else None
+        gu = parallel.Output((N, r), x.dtype)
+        gx = parallel.Output(x2.shape, x.dtype) if x.requires_grad else None
 
         def rows_backward(rr):
-            gur = xp.matmul(g2[rr], lora_B.data)  # (n, out) @ (out, r) -> (n, r)
+            gur = gu.write(rr, xp.matmul, g2[rr], lora_B.data)  # (n, out) @ (out, r) -> (n, r)
             gur *= scaling
-            gu.put(rr, gur)
             if gx is not None:
-                gxr = xp.matmul(g2[rr], weight.data)  # (n, out) @ (out, in) -> (n, in)
+                gxr = gx.write(rr, xp.matmul, g2[rr], weight.data)  # (n, out) @ (out, in)
                 gxr += xp.matmul(gur, lora_A.data)  # (n, r) @ (r, in)
-                gx.put(rr, gxr)
 
         parallel.map(rows_backward, rows)
 
@@ -130,34 +126,33 @@ def gelu(x: Tensor) -> Tensor:
     c, a = math.sqrt(2.0 / math.pi), 0.044715
     x2 = xp.reshape(x.data, (-1, x.shape[-1]) if x.ndim else (1, 1))  # (N, C)
     rows = parallel.blocks(*x2.shape)
-    y = parallel.Output(x2.shape, x.dtype, rows)
+    y = parallel.Output(x2.shape, x.dtype)
 
     def forward(r):
-        # Speed: in-place steps on fresh arrays (2x faster than one temporary per operator),
-        # and x * x, not x ** 2: NumPy's float32 power is ~100x slower.
+        # Speed: in-place steps (2x faster than one temporary per operator), the last ones in
+        # the output's own rows, and x * x, not x ** 2: NumPy's float32 power is ~100x slower.
         xr = x2[r]
         u = xr * xr
         u *= a * c
         u += c
         u *= xr  # u = c (x + a x³)
         t = xp.tanh(u)
-        yr = t + 1
+        yr = y.write(r, xp.add, t, 1)
         yr *= xr
         yr *= 0.5  # y = 0.5 x (1 + t)
-        y.put(r, yr)
         return t
 
     t = parallel.map(forward, rows)  # tanh's values, kept block by block for the backward
 
     def backward(g):
         g2 = xp.reshape(g, x2.shape)
-        dx = parallel.Output(x2.shape, x.dtype, rows)
+        dx = parallel.Output(x2.shape, x.dtype)
 
         def rows_backward(r, t):
-            # dy/dx = 0.5 (1 + t) + 0.5 x (1 − t²) c (1 + 3a x²), built in place as
-            # −0.5 (x c (1 + 3a x²) (t² − 1) − t − 1)
+            # dy/dx = 0.5 (1 + t) + 0.5 x (1 − t²) c (1 + 3a x²), built in place, in dx's
+            # rows, as −0.5 (x c (1 + 3a x²) (t² − 1) − t − 1)
             xr = x2[r]
-            d = xr * xr
+            d = dx.write(r, xp.multiply, xr, xr)
             d *= 3 * a * c
             d += c
             d *= xr  # x c (1 + 3a x²)
@@ -168,7 +163,6 @@ def gelu(x: Tensor) -> Tensor:
             d -= 1
             d *= g2[r]
             d *= -0.5
-            dx.put(r, d)
 
         parallel.map(rows_backward, rows, t)
         return (xp.reshape(dx.array, x.shape),)
@@ -268,35 +262,35 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
     rows = parallel.blocks(x.shape[0], x.numel() // x.shape[0], 64 if x.ndim == 2 else 1) \
         if x.ndim > 1 else [...]
 
-    y = parallel.Output(x.shape, x.dtype, rows)
+    y = parallel.Output(x.shape, x.dtype)
 
     def forward(r):
         xhat = x.data[r] - _sum_last(x.data[r], 1.0 / C)  # x − μ
         rstd = 1.0 / xp.sqrt(_sum_last(xhat * xhat, 1.0 / C) + eps)
         xhat *= rstd  # in place (it is our own array): saves a temporary of x's size
-        yr = xhat * weight.data if weight is not None else xp.asarray(xhat, copy=True)
+        yr = y.write(r, xp.multiply, xhat, weight.data) if weight is not None \
+            else y.put(r, xhat)
         if bias is not None:
             yr += bias.data
-        y.put(r, yr)
         return xhat, rstd
 
     xhat, rstd = zip(*parallel.map(forward, rows))
 
     def backward(g):
-        gx = parallel.Output(x.shape, x.dtype, rows) if x.requires_grad else None
-        gxh = parallel.Output(x.shape, x.dtype, rows) \
+        gx = parallel.Output(x.shape, x.dtype) if x.requires_grad else None
+        gxh = parallel.Output(x.shape, x.dtype) \
             if weight is not None and weight.requires_grad else None
 
         def rows_backward(r, xhat, rstd):
-            if gx is not None:
-                gh = g[r] * weight.data if weight is not None else xp.asarray(g[r], copy=True)
+            if gx is not None:  # ĝ built in place in gx's rows: no temporaries
+                gh = gx.write(r, xp.multiply, g[r], weight.data) if weight is not None \
+                    else gx.put(r, g[r])
                 m = _sum_last(gh * xhat, 1.0 / C)
-                gh -= _sum_last(gh, 1.0 / C)  # in place on our own ĝ: no temporaries
+                gh -= _sum_last(gh, 1.0 / C)
                 gh -= xhat * m
                 gh *= rstd
-                gx.put(r, gh)
             if gxh is not None:
-                gxh.put(r, g[r] * xhat)  # the terms of dW
+                gxh.write(r, xp.multiply, g[r], xhat)  # the terms of dW
 
         parallel.map(rows_backward, rows, xhat, rstd)
         # the sums over rows run on the whole array, as they would without threads
@@ -349,6 +343,18 @@ def _causal_bias(T: int, S: int, dtype):
                     xp.full((T, S), -math.inf, dtype=dtype))
 
 
+def _broadcast_shapes(*shapes):
+    """The shape ``shapes`` broadcast to (NumPy's rule), or None if they do not."""
+    n = max(map(len, shapes))
+    out = []
+    for sizes in zip(*((1,) * (n - len(s)) + tuple(s) for s in shapes)):
+        big = {d for d in sizes if d != 1}
+        if len(big) > 1:
+            return None
+        out.append(big.pop() if big else 1)
+    return tuple(out)
+
+
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
                                  is_causal: bool = False, scale: float | None = None) -> Tensor:
     """softmax(Q Kᵀ · scale + mask) V, with Q, K, V of shape (..., T, D).
@@ -363,12 +369,14 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         raise ValueError(f"attention: query {query.shape}, key {key.shape}, value {value.shape} "
                          f"do not fit")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    batch = _broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])  # as in a matmul
+    if batch is None:
+        raise ValueError(f"attention: the leading axes of query {query.shape}, key {key.shape} "
+                         f"and value {value.shape} do not broadcast")
+    q, k, v = (xp.broadcast_to(t, batch + t.shape[-2:]) for t in (q, k, v))  # views
     T, S = q.shape[-2], k.shape[-2]
-    # every (batch, head) is independent: slices of the first axis go to the threads, unless
-    # the inputs broadcast against each other there
-    shared = q.ndim > 2 and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
-    rows = parallel.blocks(q.shape[0], q.size // q.shape[0] // q.shape[-1] * S) if shared \
-        else [...]
+    # every (batch, head) is independent: slices of the first axis go to the threads
+    rows = parallel.blocks(batch[0], q.size // batch[0] // q.shape[-1] * S) if batch else [...]
 
     mask = _causal_bias(T, S, q.dtype) if is_causal else None
     info = xp.finfo(q.dtype)
@@ -388,41 +396,40 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
             s -= xp.max(s, axis=-1, keepdims=True)
         p = xp.exp(s)
         p /= _sum_last(p)  # (..., T, S) / (..., T, 1)
-        o = xp.matmul(p, v[r])  # (..., T, S) @ (..., S, Dv) -> (..., T, Dv)
-        out.put(r, o)
+        o = out.write(r, xp.matmul, p, v[r])  # (..., T, S) @ (..., S, Dv) -> (..., T, Dv)
         return qs, p, o, extreme
 
-    out = parallel.Output(q.shape[:-1] + v.shape[-1:], q.dtype, rows,
+    # laid out like q (a transposed view of the heads, usually), so that transposing it back
+    # is free
+    out = parallel.Output(q.shape[:-1] + v.shape[-1:], q.dtype,
                           like=q if q.shape[-1] == v.shape[-1] else None)
     qs, p, o, extreme = zip(*parallel.map(lambda r: forward(r, False), rows))
     if any(extreme) and not all(extreme):  # rare: then every block shifts, as one block would
         qs, p, o, _ = zip(*parallel.map(lambda r: forward(r, True), rows))
 
     def backward(g):
-        grads = [parallel.Output(t.shape, q.dtype, rows, like=t.data) if t.requires_grad
-                 else None for t in (query, key, value)]
+        # each laid out like its input, written block by block in place
+        gq, gk, gv = (parallel.Output(a.shape, a.dtype, like=a) if t.requires_grad else None
+                      for a, t in zip((q, k, v), (query, key, value)))
 
-        def rows_backward(r, p, qs, out):
+        def rows_backward(r, p, qs, o):
             gr = g[r]
-            gv = xp.matmul(p.mT, gr) if value.requires_grad else None  # (..., S, Dv)
-            gq = gk = None
-            if query.requires_grad or key.requires_grad:
+            if gv is not None:
+                gv.write(r, xp.matmul, p.mT, gr)  # (..., S, T) @ (..., T, Dv) -> (..., S, Dv)
+            if gq is not None or gk is not None:
                 ds = xp.matmul(gr, v[r].mT)  # dP: (..., T, Dv) @ (..., Dv, S) -> (..., T, S)
                 # Σ_j dP_ij P_ij = Σ_d dO_id O_id (as O = P V): a (T, Dv) product, not (T, S)
-                ds -= _sum_last(gr * out)
+                ds -= _sum_last(gr * o)
                 ds *= p  # dS, in place: no more (T, S) arrays than dP itself
-                if query.requires_grad:
-                    gq = xp.matmul(ds, k[r])  # (..., T, S) @ (..., S, D) -> (..., T, D)
-                    gq *= scale
-                if key.requires_grad:
-                    gk = xp.matmul(ds.mT, qs)  # (..., S, T) @ (..., T, D) -> (..., S, D)
-            for grad, block in zip(grads, (gq, gk, gv)):
-                if grad is not None:
-                    grad.put(r, block)
+                if gq is not None:
+                    gqr = gq.write(r, xp.matmul, ds, k[r])  # (..., T, S) @ (..., S, D)
+                    gqr *= scale
+                if gk is not None:
+                    gk.write(r, xp.matmul, ds.mT, qs)  # (..., S, T) @ (..., T, D) -> (..., S, D)
 
         parallel.map(rows_backward, rows, p, qs, o)
         return tuple(unbroadcast(grad.array, t.shape) if grad is not None else None
-                     for grad, t in zip(grads, (query, key, value)))
+                     for grad, t in zip((gq, gk, gv), (query, key, value)))
 
     return Tensor._make(out.array, (query, key, value), backward, "attention")
 

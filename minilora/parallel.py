@@ -22,6 +22,7 @@ experiments use one.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,9 @@ BLOCK = 1 << 18  # elements per block: a block's temporaries stay in the core's 
 MIN_WORK = 1 << 23  # multiply-adds (or element operations) per thread: less does not pay for
 # handing work to a thread and waiting for it (~70 µs here), and OpenBLAS's kernels for small
 # matrices would sum in another order
+
+PIECES = 4  # a shared product is cut into this many pieces per thread, each taken by the next
+# free thread (see map): late or slow threads take fewer
 
 _num_threads: int | None = None  # None: as many as the BLAS would use, read on first use
 _pool: ThreadPoolExecutor | None = None
@@ -79,11 +83,13 @@ def blocks(n_rows: int, row_size: int, align: int = 1) -> list[tuple]:
 
 def map(fn, items: list, *per_item) -> list:
     """``[fn(items[i], *(p[i] for p in per_item)) for i ...]``, the items (row blocks, say)
-    shared among the threads in contiguous runs, one run per thread; the BLAS runs on one
-    thread meanwhile.
+    shared among the threads; the BLAS runs on one thread meanwhile.
 
-    The caller's thread takes the first run, the pool the others, and every run is waited
-    for before an error is raised.
+    Each thread, the caller's among them, takes the next item not yet taken until none is
+    left (OpenMP's dynamic schedule). So a thread that wakes late, or a core that a noisy
+    neighbour slows down, simply does fewer items, instead of everyone waiting for it (on a
+    2-core VM here a sleeping thread took ~140 µs to wake, and one core ran at times 40% slower
+    than the other). Every item is waited for before an error is raised.
     """
     if len(items) == 1:  # the common case at small sizes: no thread, no lists
         with _one_blas_thread:
@@ -92,15 +98,26 @@ def map(fn, items: list, *per_item) -> list:
     k = min(num_threads(), len(args)) if backend.is_numpy() else 1
     with _one_blas_thread:
         if k <= 1 or not _busy.acquire(blocking=False):
-            return _run(fn, args)
+            return [fn(*a) for a in args]
         try:
-            runs = [args[len(args) * j // k:len(args) * (j + 1) // k] for j in range(k)]
-            futures = [_get_pool().submit(_run, fn, run) for run in runs[1:]]
-            try:
-                first = _run(fn, runs[0])
-            finally:
-                rest = [f.result() for f in futures]
-            return first + [out for run in rest for out in run]
+            results, errors = [None] * len(args), []
+            take = itertools.count()  # next(take) hands each item out once: atomic (GIL)
+
+            def work():
+                while (i := next(take)) < len(args) and not errors:  # none left, or a failure
+                    try:
+                        results[i] = fn(*args[i])
+                    except BaseException as err:
+                        errors.append(err)
+                        return
+
+            futures = [_get_pool().submit(work) for _ in range(k - 1)]
+            work()
+            for f in futures:
+                f.result()
+            if errors:
+                raise errors[0]
+            return results
         finally:
             _busy.release()
 
@@ -118,7 +135,7 @@ def matmul(a, b, bias=None):
     M, N = a.shape[0], b.shape[1]
     big = max(M, N)
     k = 1 if num_threads() == 1 or not backend.is_numpy() \
-        else min(num_threads(), big // 64, M * N * a.shape[1] // MIN_WORK)
+        else min(PIECES * num_threads(), big // 64, M * N * a.shape[1] // MIN_WORK)
     if k <= 1:
         with _one_blas_thread:
             out = xp.matmul(a, b)
@@ -154,31 +171,37 @@ def run(*jobs, work: int) -> list:
 
 
 class Output:
-    """An op's output, assembled from its row blocks by the threads that compute them.
+    """An op's output, written block by block, in place, by the threads that compute it.
 
-    Several blocks are written into one array as they are made (while they are still in the
-    thread's cache, and by every thread at once); a single block is the output itself, with no
-    copy at all.
+    On NumPy the whole array is made first and each block is computed straight into its rows
+    (``out=``), while they are in the computing thread's cache: no block is ever copied. Other
+    namespaces have no ``out=`` (and run a single block): there the block is the array.
     """
 
-    def __init__(self, shape: tuple[int, ...], dtype, rows: list, like=None):
+    def __init__(self, shape: tuple[int, ...], dtype, like=None):
         """``like``: an array of this shape whose memory layout the output takes (a transposed
         view's gradient laid out as the view, so that transposing it back is free)."""
-        self.array = None if len(rows) == 1 else xp.empty(shape, dtype=dtype) if like is None \
-            else xp.empty_like(like)
+        self.array = None if not backend.is_numpy() else xp.empty(shape, dtype=dtype) \
+            if like is None else xp.empty_like(like)
 
-    def put(self, r, block) -> None:
-        if self.array is None:
-            self.array = block
-        else:
-            self.array[r] = block
+    def write(self, r, fn, *args):
+        """``array[r] = fn(*args)`` for an array function ``fn`` (``xp.matmul``, ``xp.add``):
+        computed in those rows; returns them, for in-place steps to follow."""
+        if not backend.is_numpy():
+            self.array = fn(*args)
+            return self.array
+        return fn(*args, out=self.array[r])
+
+    def put(self, r, block):
+        """``array[r] = block``, a copy (``block`` stays as it was); returns those rows."""
+        if not backend.is_numpy():
+            self.array = xp.asarray(block, copy=True)
+            return self.array
+        self.array[r] = block
+        return self.array[r]
 
 
 # -- the machinery -----------------------------------------------------------------------------
-def _run(fn, args: list) -> list:
-    return [fn(*a) for a in args]
-
-
 def _get_pool() -> ThreadPoolExecutor:
     global _pool, _pool_pid
     if _pool is None or _pool_pid != os.getpid():

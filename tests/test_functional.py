@@ -243,12 +243,14 @@ def np_attention(q, k, v, causal):
 
 @st.composite
 def qkv(draw, causal):
-    """(B, H, T, D) queries and (B, H, S, D) keys/values; S = T when causal."""
+    """(B, H, T, D) queries and (B, H, S, D) keys/values; S = T when causal. Each input's B
+    and H may be 1 instead: the leading axes broadcast, as in a matrix product."""
     B, H, T_, D = (draw(st.integers(1, 3)) for _ in range(4))
     S = T_ if causal else draw(st.integers(1, 3))
     gen = np.random.default_rng(draw(seeds))
-    return gen.normal(size=(B, H, T_, D)), gen.normal(size=(B, H, S, D)), \
-        gen.normal(size=(B, H, S, draw(st.integers(1, 3))))
+    lead = lambda: (draw(st.sampled_from([B, 1])), draw(st.sampled_from([H, 1])))
+    return gen.normal(size=lead() + (T_, D)), gen.normal(size=lead() + (S, D)), \
+        gen.normal(size=lead() + (S, draw(st.integers(1, 3))))
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -259,6 +261,12 @@ def test_attention_matches_reference_and_gradcheck(causal, data):
     np.testing.assert_allclose(out.data, np_attention(q, k, v, causal), rtol=1e-12, atol=1e-14)
     assert gradcheck(lambda *a: F.scaled_dot_product_attention(*a, is_causal=causal),
                      [T(q), T(k), T(v)])
+
+
+def test_attention_refuses_leading_axes_that_do_not_broadcast():
+    q, k = T(np.ones((2, 3, 4, 5))), T(np.ones((3, 3, 4, 5)))
+    with pytest.raises(ValueError, match=r"leading axes .*\(2, 3, 4, 5\).*\(3, 3, 4, 5\)"):
+        F.scaled_dot_product_attention(q, k, k)
 
 
 @given(data=st.data())

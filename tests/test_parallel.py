@@ -24,10 +24,11 @@ pytestmark = pytest.mark.autograd
 
 @pytest.fixture(autouse=True)
 def restore_parallel_settings():
-    threads, block, work = parallel.num_threads(), parallel.BLOCK, parallel.MIN_WORK
+    threads, block, work, pieces = (parallel.num_threads(), parallel.BLOCK, parallel.MIN_WORK,
+                                    parallel.PIECES)
     yield
     parallel.set_num_threads(threads)
-    parallel.BLOCK, parallel.MIN_WORK = block, work
+    parallel.BLOCK, parallel.MIN_WORK, parallel.PIECES = block, work, pieces
 
 
 def run_with(threads: int, block: int, fn):
@@ -148,9 +149,15 @@ def test_a_big_product_is_shared_at_multiples_of_64(monkeypatch):
     real = parallel.map
     monkeypatch.setattr(parallel, "map", lambda fn, items: calls.append(items) or real(fn, items))
     parallel.set_num_threads(3)
+    parallel.PIECES = 1
     a, b = np.ones((1000, 256), np.float32), np.ones((256, 300), np.float32)
     assert np.array_equal(parallel.matmul(a, b), np.full((1000, 300), 256, np.float32))
     assert calls == [[slice(0, 320), slice(320, 640), slice(640, 1000)]]
+    parallel.PIECES, parallel.MIN_WORK = 4, 1  # 12 pieces (taken by whichever thread is free)
+    assert np.array_equal(parallel.matmul(a, b), np.full((1000, 300), 256, np.float32))
+    cuts = [piece.start for piece in calls[1]] + [1000]
+    assert len(calls[1]) == 12 and [piece.stop for piece in calls[1]] == cuts[1:]
+    assert cuts[0] == 0 and all(c % 64 == 0 and c < d for c, d in zip(cuts, cuts[1:]))
 
 
 def test_blocks_cover_the_rows_in_order():
@@ -174,7 +181,11 @@ def test_map_waits_for_every_run_and_then_raises():
 
     with pytest.raises(RuntimeError, match="block 0 failed"):
         parallel.map(work, list(range(6)))
-    assert sorted(done) == [2, 3, 4, 5]  # the other threads' runs finished; the caller's stopped
+    # the caller takes item 0 and fails; the other threads stop taking items, and map returns
+    # only once they have stopped: nothing runs after the error is raised
+    finished = list(done)
+    threading.Event().wait(0.05)
+    assert done == finished and 0 not in done
 
 
 def test_a_second_caller_thread_computes_the_same_inline():
