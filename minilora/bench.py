@@ -316,13 +316,25 @@ def bench_config(name: str, repeats: int, min_sample_s: float, torch=None) -> di
 
 
 # -- the environment --------------------------------------------------------------------------
+def _cpu_model() -> str:
+    """The processor's name (results differ between machines of one kind: an earlier run of
+    this bench on an AMD EPYC and one on an Intel Xeon, both 2-core VMs, disagree by 40%)."""
+    try:
+        with open("/proc/cpuinfo") as f:  # Linux; platform.processor() is often empty there
+            return next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
+
+
 def environment() -> dict:
     """Versions, the BLAS library and kernel that runs, threads, and the OpenBLAS variables."""
     import numpy
 
     from .backend import MALLOC_TUNED
     env = {"python": platform.python_version(), "machine": platform.machine(),
-           "cpu_count": os.cpu_count(), "numpy": numpy.__version__, "backend": xp.name,
+           "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "numpy": numpy.__version__,
+           "backend": xp.name,
            "malloc_keeps_freed_memory": MALLOC_TUNED,
            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
            "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE")}
