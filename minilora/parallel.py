@@ -161,9 +161,9 @@ def matmul(a, b, bias=None):
 
 def run(*jobs, work: int) -> list:
     """``[job() for job in jobs]`` for independent jobs, such as a Linear layer's dW, dX and
-    db: side by side, in contiguous runs, one run per thread, if their ``work`` (multiply-adds,
-    say) in all is worth it; else one after another. Put the longest job first: the caller's
-    thread takes it, and starts before the others' threads wake."""
+    db: side by side, each thread taking the next job not yet taken (see :func:`map`), if their
+    ``work`` (multiply-adds, say) in all is worth it; else one after another. Put the longest
+    job first: the caller's thread takes it, as it starts before the others' threads wake."""
     if work < 2 * MIN_WORK:
         with _one_blas_thread:
             return [job() for job in jobs]
