@@ -33,9 +33,10 @@ from .backend import xp
 BLOCK = 1 << 18  # elements per block: a block's temporaries stay in the core's cache (GELU's
 # forward and backward at d_model 256 on two threads: 3.2 ms in blocks of this size, 3.7 ms in
 # halves; a quarter or four times this size is slower in a training step)
-MIN_WORK = 1 << 23  # multiply-adds (or element operations) per thread: less does not pay for
-# handing work to a thread and waiting for it (~70 µs here), and OpenBLAS's kernels for small
-# matrices would sum in another order
+MIN_WORK = 1 << 23  # multiply-adds (or element operations) per thread, and per piece of a
+# shared product: less does not pay for handing work to a thread and waiting for it (~70 µs on
+# one machine, ~140 µs on another), and OpenBLAS's kernels for small matrices would sum in
+# another order
 
 PIECES = 4  # a shared product is cut into this many pieces per thread, each taken by the next
 # free thread (see map): late or slow threads take fewer
@@ -87,9 +88,10 @@ def map(fn, items: list, *per_item) -> list:
 
     Each thread, the caller's among them, takes the next item not yet taken until none is
     left (OpenMP's dynamic schedule). So a thread that wakes late, or a core that a noisy
-    neighbour slows down, simply does fewer items, instead of everyone waiting for it (on a
-    2-core VM here a sleeping thread took ~140 µs to wake, and one core ran at times 40% slower
-    than the other). Every item is waited for before an error is raised.
+    neighbour slows down, simply does fewer items, instead of everyone waiting for it (on one
+    2-core VM a sleeping thread took ~140 µs to wake, and a one-thread product took 7.1 ms at
+    best, 10.7 ms in the median). After an item fails no thread takes another; the error is
+    raised once every thread has stopped.
     """
     if len(items) == 1:  # the common case at small sizes: no thread, no lists
         with _one_blas_thread:
