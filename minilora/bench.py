@@ -21,7 +21,7 @@ import statistics
 import time
 import tracemalloc
 
-from . import functional as F, parallel
+from . import backend, functional as F, parallel
 from .backend import Generator, synchronize, to_numpy, xp
 from .model import GPT, GPTConfig
 from .optim import AdamW
@@ -37,7 +37,8 @@ CONFIGS = {
     "tiny": (GPTConfig(vocab_size=16, block_size=8, n_layer=2, n_head=2, n_embd=32), 4),
 }
 DEFAULT_CONFIGS = ("sweep", "small", "medium")
-GEMM_SIZES = ((512, 512, 512), (1024, 1024, 1024), (2048, 256, 1024), (2048, 1024, 256))
+GEMM_SIZES = ((512, 512, 512), (1024, 1024, 1024),  # the medium config's Linears' products:
+              (2048, 256, 256), (2048, 256, 1024), (2048, 1024, 256))  # q/k/v/o, up, down
 QUICK_GEMM_SIZES = ((64, 64, 64), (128, 128, 128))
 SETTLE_S = 0.15  # pause before each timed sample, so the BLAS threads of the last case sleep
 
@@ -124,7 +125,12 @@ def _time_side_by_side(cases: dict, repeats: int, min_sample_s: float) -> dict:
 
 def gemm_peak(sizes, repeats: int, min_sample_s: float, torch=None) -> dict:
     """float32 ``(m, k) @ (k, n)`` GFLOP/s through the backend's own threads (the peak), through
-    the engine's shared products (:func:`minilora.parallel.matmul`), and in PyTorch if given."""
+    the engine's shared products (:func:`minilora.parallel.matmul`), on one thread (the BLAS's
+    kernel alone, no threads to share among), and each in PyTorch if given.
+
+    The one-thread rates tell the kernels apart: NumPy's OpenBLAS and PyTorch's MKL (on x86)
+    differ by machine, and no sharing of work among threads makes up for a slower kernel.
+    """
     gen = Generator(0)
     cases, flops = {}, {}
     for m, k, n in sizes:
@@ -133,20 +139,40 @@ def gemm_peak(sizes, repeats: int, min_sample_s: float, torch=None) -> dict:
         flops[key] = 2 * m * k * n
         cases[key] = lambda a=a, b=b: xp.matmul(a, b)
         cases["engine " + key] = lambda a=a, b=b: parallel.matmul(a, b)
+        if backend.is_numpy():
+            cases["1 thread " + key] = lambda a=a, b=b: _one_thread_matmul(a, b)
         if torch is not None:
             ta, tb = torch.from_numpy(to_numpy(a)), torch.from_numpy(to_numpy(b))
             cases["torch " + key] = lambda ta=ta, tb=tb: torch.matmul(ta, tb)
+            cases["torch 1 thread " + key] = lambda ta=ta, tb=tb: _torch_one_thread(torch, ta, tb)
     times = _time_side_by_side(cases, repeats, min_sample_s)
+    rate = {name: flops[name.rsplit(" ", 1)[-1]] / t / 1e9 for name, t in times.items()}
     rows = []
-    for key, f in flops.items():
-        row = {"shape": key, "seconds": times[key], "gflops": f / times[key] / 1e9,
-               "engine_gflops": f / times["engine " + key] / 1e9}
+    for key in flops:
+        row = {"shape": key, "seconds": times[key], "gflops": rate[key],
+               "engine_gflops": rate["engine " + key],
+               "one_thread_gflops": rate.get("1 thread " + key)}
         if torch is not None:
-            row["torch_gflops"] = f / times["torch " + key] / 1e9
+            row["torch_gflops"] = rate["torch " + key]
+            row["torch_one_thread_gflops"] = rate["torch 1 thread " + key]
         rows.append(row)
     return {"sizes": rows, "peak_gflops": max(r["gflops"] for r in rows),
             "engine_peak_gflops": max(r["engine_gflops"] for r in rows),
             "torch_peak_gflops": max(r["torch_gflops"] for r in rows) if torch else None}
+
+
+def _one_thread_matmul(a, b):
+    with parallel.one_blas_thread():
+        return xp.matmul(a, b)
+
+
+def _torch_one_thread(torch, a, b):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return torch.matmul(a, b)
+    finally:
+        torch.set_num_threads(threads)
 
 
 # -- the models under test --------------------------------------------------------------------

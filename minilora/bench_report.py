@@ -29,13 +29,16 @@ def format_table(result: dict) -> str:
              f"  minilora shares products and loops among {env['threads']} threads "
              f"(BLAS held to one inside); medians of {result['settings']['repeats']} "
              f"interleaved repeats", "",
-             "GEMM float32 (m x k x n)   GFLOP/s  engine" + ("   torch GFLOP/s" if has_torch
-                                                             else "")]
+             f"  {'GEMM float32, GFLOP/s':<24}{'NumPy':>8}{'engine':>8}{'1 thread':>9}"
+             + (f"{'torch':>8}{'1 thread':>9}" if has_torch else "")]
     for row in gemm["sizes"]:
+        one = row.get("one_thread_gflops")
         lines.append(f"  {row['shape']:<24}{row['gflops']:8.1f}{row['engine_gflops']:8.1f}"
-                     + (f"  {row['torch_gflops']:14.1f}" if has_torch else ""))
+                     + (f"{one:9.1f}" if one is not None else f"{'-':>9}")
+                     + (f"{row['torch_gflops']:8.1f}{row['torch_one_thread_gflops']:9.1f}"
+                        if has_torch else ""))
     lines.append(f"  {'peak':<24}{gemm['peak_gflops']:8.1f}{gemm['engine_peak_gflops']:8.1f}"
-                 + (f"  {gemm['torch_peak_gflops']:14.1f}" if has_torch else ""))
+                 + (f"{'':9}{gemm['torch_peak_gflops']:8.1f}" if has_torch else ""))
     lines += ["", "training step (fwd + CE + bwd + AdamW)",
               f"  {'config':<8}{'mode':<6}{'step ms':>9}{'tok/s':>10}{'GFLOP':>8}{'GFLOP/s':>9}"
               f"{'%peak':>7}" + (f"{'torch ms':>10}{'/torch':>8}" if has_torch else "")]

@@ -252,4 +252,11 @@ class _OneBlasThread:
 _one_blas_thread = _OneBlasThread()
 
 
-__all__ = ["num_threads", "set_num_threads", "blocks", "map", "run", "matmul", "Output"]
+def one_blas_thread() -> _OneBlasThread:
+    """``with one_blas_thread(): ...`` runs the block with the BLAS on one thread (as the
+    engine's own work does), then gives it back its thread count."""
+    return _one_blas_thread
+
+
+__all__ = ["num_threads", "set_num_threads", "blocks", "map", "run", "matmul", "Output",
+           "one_blas_thread"]
