@@ -8,6 +8,8 @@ rate. The bench measures, side by side in one process and as medians over interl
   q_proj, v_proj): step time, tokens/s, achieved GFLOP/s from :func:`matmul_flops`, and the
   fraction of the GEMM peak that is;
 * inference: base vs LoRA unmerged vs LoRA merged (Section 4.2: merging adds no latency);
+* where the full step's time goes: each op forward and backward, times its count per step
+  (:mod:`minilora.bench_ops`);
 * memory of one training step (tracemalloc sees NumPy's allocations), with its parts;
 * if PyTorch is installed, the identical model in PyTorch eager with the same thread count.
 
@@ -23,6 +25,7 @@ import tracemalloc
 
 from . import backend, functional as F, parallel
 from .backend import Generator, synchronize, to_numpy, xp
+from .bench_ops import bench_ops
 from .model import GPT, GPTConfig
 from .optim import AdamW
 from .tensor import no_grad
@@ -333,10 +336,17 @@ def bench_config(name: str, repeats: int, min_sample_s: float, torch=None) -> di
     memory = {mode: training_memory(_minilora_model(cfg, mode), x, y) for mode in modes}
     if "lora" in modes:
         memory["lora_over_full"] = memory["lora"]["total_peak"] / memory["full"]["total_peak"]
+    train = bench_training(cfg, x, y, modes, repeats, min_sample_s, torch)
+    ops = bench_ops(cfg, batch, _time_side_by_side, repeats, min_sample_s, torch)
+    breakdown = {"ops": ops,  # what the full step spends outside these ops
+                 "rest_s": train["full"]["step_s"] - sum(r["step_seconds"] for r in ops)}
+    if torch is not None:
+        breakdown["torch_rest_s"] = (train["full"]["torch_step_s"]
+                                     - sum(r["torch_step_seconds"] for r in ops))
     return {"config": {k: getattr(cfg, k) for k in ("vocab_size", "n_embd", "n_layer", "n_head",
                                                     "mlp_ratio")},
-            "batch": batch, "seq": seq, "tokens": batch * seq,
-            "train": bench_training(cfg, x, y, modes, repeats, min_sample_s, torch),
+            "batch": batch, "seq": seq, "tokens": batch * seq, "train": train,
+            "ops": breakdown,
             "infer": bench_inference(cfg, x, modes, repeats, min_sample_s, torch),
             "memory": memory}
 

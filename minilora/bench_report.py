@@ -57,6 +57,19 @@ def format_table(result: dict) -> str:
             lines.append(f"  {name:<8}lora/full {train['lora_over_full']:.3f} (matmul FLOPs "
                          f"{train['flops_lora_over_full']:.3f}"
                          + (f"; torch {train['torch_lora_over_full']:.3f})" if has_torch else ")"))
+    lines += ["", "where a full fine-tuning step goes: each op's forward + backward, ms per step",
+              f"  {'config':<8}{'op':<18}{'x':>4}{'each ms':>9}{'ms/step':>9}"
+              + (f"{'torch':>9}{'/torch':>8}" if has_torch else "")]
+    for name, cfg in result["configs"].items():
+        ops = cfg["ops"]
+        for r in ops["ops"]:
+            lines.append(f"  {name:<8}{r['op']:<18}{r['per_step']:4d}{1e3 * r['seconds']:9.2f}"
+                         f"{1e3 * r['step_seconds']:9.1f}"
+                         + (f"{1e3 * r['torch_step_seconds']:9.1f}{r['over_torch']:8.2f}"
+                            if has_torch else ""))
+        rest, torch_rest = ops["rest_s"], ops.get("torch_rest_s")
+        lines.append(f"  {name:<8}{'rest of the step':<22}{'':9}{1e3 * rest:9.1f}"
+                     + (f"{1e3 * torch_rest:9.1f}{rest / torch_rest:8.2f}" if has_torch else ""))
     lines += ["", "inference forward (no_grad, eval)",
               f"  {'config':<8}{'model':<15}{'ms':>9}{'tok/s':>10}"
               + (f"{'torch ms':>10}" if has_torch else "")]

@@ -45,6 +45,34 @@ def test_quick_bench_through_the_cli(tmp_path, capsys):
     for mode in ("base", "lora_unmerged", "lora_merged"):
         assert infer[mode]["forward_s"] > 0
     assert "torch" not in env or "over_torch" in train["full"]
+    ops = cfg["ops"]
+    assert {r["op"] for r in ops["ops"]} >= {"attention", "gelu", "layer_norm", "lm_head"}
+    assert all(r["seconds"] > 0 and r["step_seconds"] == r["per_step"] * r["seconds"]
+               for r in ops["ops"])
+    assert ops["rest_s"] == pytest.approx(
+        train["full"]["step_s"] - sum(r["step_seconds"] for r in ops["ops"]))
+    assert "where a full fine-tuning step goes" in table
+
+
+@pytest.mark.parametrize("name", ["tiny", "sweep", "medium"])
+def test_op_counts_are_the_models_layers(name):
+    """The breakdown counts each op as often as the model has the layer that runs it."""
+    from minilora import bench_ops
+    from minilora.model import GPT
+    from minilora.nn import LayerNorm, Linear
+
+    cfg, batch = bench.CONFIGS[name]
+    shapes = bench_ops.op_shapes(cfg, batch)
+    model = GPT(cfg, seed=0)
+    linears = [m for m in model.modules() if isinstance(m, Linear)]
+    assert sum(n for op, (_, n) in shapes.items() if op.startswith(("linear", "lm_head"))) \
+        == len(linears)
+    for op, (shape, n) in shapes.items():  # each Linear's shape is counted as often as it occurs
+        if op.startswith(("linear", "lm_head")):
+            assert n == sum(m.weight.shape == (shape[3], shape[2]) and (m.bias is None)
+                            == (op == "lm_head") for m in linears)
+    assert shapes["layer_norm"][1] == sum(isinstance(m, LayerNorm) for m in model.modules())
+    assert shapes["attention"][1] == shapes["gelu"][1] == cfg.n_layer
 
 
 def test_unknown_config_is_a_clear_error():
