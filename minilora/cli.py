@@ -75,7 +75,8 @@ def _add_bench(commands) -> None:
     p = commands.add_parser(
         "bench", help="time training and inference against the GEMM peak (and PyTorch)",
         description="Training-step and inference timings, FLOP rates and memory, full "
-                    "fine-tuning vs LoRA, side by side (and against PyTorch if installed).")
+                    "fine-tuning vs LoRA, each op of a step on its own, side by side (and "
+                    "against PyTorch if installed).")
     p.add_argument("--quick", action="store_true", help="tiny configs, 1-2 repeats: seconds")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     p.add_argument("--repeats", type=int, default=7, help="timed repeats per case (median)")
