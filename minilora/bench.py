@@ -363,13 +363,31 @@ def _cpu_model() -> str:
         return platform.processor() or "unknown"
 
 
+def _cpuidle() -> str | None:
+    """How an idle core waits (Linux): a VM whose idle cores halt at once (haltpoll with
+    guest_halt_poll_ns 0) pays a trip through the hypervisor to wake a thread, ~0.1 ms on
+    the Intel VM of the committed run, and sharing work among threads costs that much more."""
+    root = "/sys/devices/system/cpu/cpuidle/current_driver"
+    try:
+        with open(root) as f:
+            driver = f.read().strip()
+    except OSError:
+        return None
+    try:
+        with open("/sys/module/haltpoll/parameters/guest_halt_poll_ns") as f:
+            return f"{driver} (guest_halt_poll_ns {f.read().strip()})"
+    except OSError:
+        return driver
+
+
 def environment() -> dict:
     """Versions, the BLAS library and kernel that runs, threads, and the OpenBLAS variables."""
     import numpy
 
     from .backend import MALLOC_TUNED
     env = {"python": platform.python_version(), "machine": platform.machine(),
-           "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "numpy": numpy.__version__,
+           "cpu": _cpu_model(), "cpuidle": _cpuidle(), "cpu_count": os.cpu_count(),
+           "numpy": numpy.__version__,
            "backend": xp.name,
            "malloc_keeps_freed_memory": MALLOC_TUNED,
            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),

@@ -19,7 +19,8 @@ def format_table(result: dict) -> str:
     blas = ", ".join(f"{b['internal_api']} {b['version']} kernel {b['architecture']} "
                      f"({b['num_threads']} threads)" for b in env["blas"]) or "unknown BLAS"
     has_torch = "torch" in env
-    lines = [f"minilora bench on {env.get('cpu', 'an unknown CPU')} ({env['cpu_count']} cores)",
+    lines = [f"minilora bench on {env.get('cpu', 'an unknown CPU')} ({env['cpu_count']} cores"
+             + (f", cpuidle {env['cpuidle']})" if env.get("cpuidle") else ")"),
              f"  numpy {env['numpy']}, {blas}, malloc keeps freed memory: "
              f"{env.get('malloc_keeps_freed_memory')}",
              f"  OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}  "

@@ -22,7 +22,8 @@ def test_quick_bench_through_the_cli(tmp_path, capsys):
 
     assert set(result) == {"settings", "env", "gemm", "configs"}
     env = result["env"]
-    for key in ("numpy", "blas", "threads", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+    for key in ("numpy", "blas", "threads", "cpu", "cpuidle", "OPENBLAS_CORETYPE",
+                "OPENBLAS_L2_SIZE"):
         assert key in env
     assert result["gemm"]["peak_gflops"] > 0
     assert all(row["gflops"] > 0 and row["engine_gflops"] > 0 and row["one_thread_gflops"] > 0
