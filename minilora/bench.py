@@ -3,7 +3,8 @@
 A GPT training step is mostly matrix products, so the physical limit is the BLAS's float32 GEMM
 rate. The bench measures, side by side in one process and as medians over interleaved repeats:
 
-* the GEMM peak through the backend (GFLOP/s at a few sizes);
+* the GEMM peak through the backend (GFLOP/s at a few sizes), and what handing work to the
+  engine's threads costs (:mod:`minilora.bench_ops`);
 * a training step (forward, cross-entropy, backward, AdamW), full fine-tuning and LoRA (r = 8 on
   q_proj, v_proj): step time, tokens/s, achieved GFLOP/s from :func:`matmul_flops`, and the
   fraction of the GEMM peak that is;
@@ -25,7 +26,8 @@ import tracemalloc
 
 from . import backend, functional as F, parallel
 from .backend import Generator, synchronize, to_numpy, xp
-from .bench_ops import bench_ops
+from .bench_ops import (GEMM_SIZES, QUICK_GEMM_SIZES, bench_ops, gemm_peak, handoff_seconds,
+                        time_side_by_side)
 from .model import GPT, GPTConfig
 from .optim import AdamW
 from .tensor import no_grad
@@ -40,12 +42,6 @@ CONFIGS = {
     "tiny": (GPTConfig(vocab_size=16, block_size=8, n_layer=2, n_head=2, n_embd=32), 4),
 }
 DEFAULT_CONFIGS = ("sweep", "small", "medium")
-GEMM_SIZES = ((512, 512, 512), (1024, 1024, 1024),  # the medium config's Linears' products:
-              (2048, 256, 256), (2048, 256, 1024), (2048, 1024, 256))  # q/k/v/o, up, down
-QUICK_GEMM_SIZES = ((64, 64, 64), (128, 128, 128))
-SETTLE_S = 0.15  # pause before each timed sample, so the BLAS threads of the last case sleep
-
-
 # -- counting ---------------------------------------------------------------------------------
 def matmul_flops(cfg: GPTConfig, batch: int, seq: int, lora_r: int = 0,
                  target_modules=("q_proj", "v_proj")) -> dict:
@@ -90,92 +86,6 @@ def matmul_flops(cfg: GPTConfig, batch: int, seq: int, lora_r: int = 0,
 
 def _nbytes(a) -> int:
     return int(a.size) * a.dtype.itemsize
-
-
-# -- timing -----------------------------------------------------------------------------------
-def _time_side_by_side(cases: dict, repeats: int, min_sample_s: float) -> dict:
-    """Median seconds per call of each ``cases[name]()``, repeats interleaved across cases.
-
-    Interleaving spreads a noisy neighbour's load over every case alike. One sample runs a case
-    ``inner`` times back to back, enough to last ``min_sample_s``: the steady state of a training
-    loop, and no timer noise for short steps. Each sample starts after a pause of ``SETTLE_S``
-    and one untimed call: OpenBLAS's and OpenMP's worker threads spin for a while after a call,
-    and would otherwise steal the cores from the next case (measured here: PyTorch's GEMM at
-    half speed right after a NumPy one); the untimed call wakes this case's own threads.
-    """
-    inner = {}
-    for name, fn in cases.items():  # warm-up: allocates optimizer state, fills caches
-        fn()
-        synchronize()
-        t0 = time.perf_counter()
-        fn()
-        synchronize()
-        inner[name] = max(1, round(min_sample_s / max(time.perf_counter() - t0, 1e-9)))
-    samples = {name: [] for name in cases}
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            if min_sample_s:
-                time.sleep(SETTLE_S)
-                fn()
-                synchronize()
-            t0 = time.perf_counter()
-            for _ in range(inner[name]):
-                fn()
-            synchronize()  # a GPU queues its kernels: wait for them before reading the clock
-            samples[name].append((time.perf_counter() - t0) / inner[name])
-    return {name: statistics.median(s) for name, s in samples.items()}
-
-
-def gemm_peak(sizes, repeats: int, min_sample_s: float, torch=None) -> dict:
-    """float32 ``(m, k) @ (k, n)`` GFLOP/s through the backend's own threads (the peak), through
-    the engine's shared products (:func:`minilora.parallel.matmul`), on one thread (the BLAS's
-    kernel alone, no threads to share among), and each in PyTorch if given.
-
-    The one-thread rates tell the kernels apart: NumPy's OpenBLAS and PyTorch's MKL (on x86)
-    differ by machine, and no sharing of work among threads makes up for a slower kernel.
-    """
-    gen = Generator(0)
-    cases, flops = {}, {}
-    for m, k, n in sizes:
-        a, b = gen.normal((m, k)), gen.normal((k, n))
-        key = f"{m}x{k}x{n}"
-        flops[key] = 2 * m * k * n
-        cases[key] = lambda a=a, b=b: xp.matmul(a, b)
-        cases["engine " + key] = lambda a=a, b=b: parallel.matmul(a, b)
-        if backend.is_numpy():
-            cases["1 thread " + key] = lambda a=a, b=b: _one_thread_matmul(a, b)
-        if torch is not None:
-            ta, tb = torch.from_numpy(to_numpy(a)), torch.from_numpy(to_numpy(b))
-            cases["torch " + key] = lambda ta=ta, tb=tb: torch.matmul(ta, tb)
-            cases["torch 1 thread " + key] = lambda ta=ta, tb=tb: _torch_one_thread(torch, ta, tb)
-    times = _time_side_by_side(cases, repeats, min_sample_s)
-    rate = {name: flops[name.rsplit(" ", 1)[-1]] / t / 1e9 for name, t in times.items()}
-    rows = []
-    for key in flops:
-        row = {"shape": key, "seconds": times[key], "gflops": rate[key],
-               "engine_gflops": rate["engine " + key],
-               "one_thread_gflops": rate.get("1 thread " + key)}
-        if torch is not None:
-            row["torch_gflops"] = rate["torch " + key]
-            row["torch_one_thread_gflops"] = rate["torch 1 thread " + key]
-        rows.append(row)
-    return {"sizes": rows, "peak_gflops": max(r["gflops"] for r in rows),
-            "engine_peak_gflops": max(r["engine_gflops"] for r in rows),
-            "torch_peak_gflops": max(r["torch_gflops"] for r in rows) if torch else None}
-
-
-def _one_thread_matmul(a, b):
-    with parallel.one_blas_thread():
-        return xp.matmul(a, b)
-
-
-def _torch_one_thread(torch, a, b):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return torch.matmul(a, b)
-    finally:
-        torch.set_num_threads(threads)
 
 
 # -- the models under test --------------------------------------------------------------------
@@ -266,7 +176,7 @@ def bench_training(cfg: GPTConfig, x, y, modes, repeats: int, min_sample_s: floa
             _same_model(models[mode], tm, mode)
             topt = torch.optim.AdamW([p for p in tm.parameters() if p.requires_grad], lr=1e-3)
             cases["torch " + mode] = lambda tm=tm, o=topt: _torch_step(torch, tm, o, tx, ty)
-    times = _time_side_by_side(cases, repeats, min_sample_s)
+    times = time_side_by_side(cases, repeats, min_sample_s)
     result = {}
     for mode in modes:
         flops = matmul_flops(cfg, batch, seq, LORA["r"] if mode == "lora" else 0,
@@ -312,7 +222,7 @@ def bench_inference(cfg: GPTConfig, x, modes, repeats: int, min_sample_s: float,
             tm = bench_torch.build(cfg, lora_r=LORA["r"] if mode != "full" else 0,
                                    merged=mode == "merged").eval()
             cases["torch " + mode] = lambda m=tm: torch_forward(m)
-    times = _time_side_by_side(cases, repeats, min_sample_s)
+    times = time_side_by_side(cases, repeats, min_sample_s)
     batch, seq = x.shape
     result = {}
     for mode in modes:
@@ -337,7 +247,7 @@ def bench_config(name: str, repeats: int, min_sample_s: float, torch=None) -> di
     if "lora" in modes:
         memory["lora_over_full"] = memory["lora"]["total_peak"] / memory["full"]["total_peak"]
     train = bench_training(cfg, x, y, modes, repeats, min_sample_s, torch)
-    ops = bench_ops(cfg, batch, _time_side_by_side, repeats, min_sample_s, torch)
+    ops = bench_ops(cfg, batch, repeats, min_sample_s, torch)
     breakdown = {"ops": ops,  # what the full step spends outside these ops
                  "rest_s": train["full"]["step_s"] - sum(r["step_seconds"] for r in ops)}
     if torch is not None:
@@ -434,6 +344,7 @@ def run_bench(configs=None, repeats: int = 7, quick: bool = False, use_torch: bo
     log("measuring the GEMM peak ...")
     result["gemm"] = gemm_peak(QUICK_GEMM_SIZES if quick else GEMM_SIZES, repeats, min_sample_s,
                                torch)
+    result["handoff_s"] = handoff_seconds(repeats, min_sample_s)
     result["configs"] = {}
     for name in configs:
         log(f"measuring config {name!r} ...")

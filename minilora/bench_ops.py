@@ -1,19 +1,133 @@
-"""Where a training step's time goes: the GPT's ops one by one, forward and backward.
+"""The parts of a training step, measured one by one: what the bench's step time is made of.
 
-The bench's step time is one number; this splits it. Each op of the model (the Linear layers
-at their three shapes, attention, GELU, layer norm) runs forward and backward on inputs of the
-shapes it has in the model, side by side with the same op in PyTorch, and is counted as often
-as one training step runs it. What the ops leave out (embeddings, cross-entropy, residual
-adds, AdamW, the autograd loop itself) is the step's time minus their sum.
+* GEMM: float32 products through NumPy's BLAS on its own threads, through the engine's shared
+  products, and on one thread (the kernel alone) — the machine's limit;
+* a hand-off: what it costs to share a region of work with the other threads at all;
+* each op of the GPT (the Linear layers at their three shapes, attention, GELU, layer norm),
+  forward and backward on inputs of the shapes it has in the model, counted as often as one
+  full fine-tuning step runs it. What the ops leave out (embeddings, cross-entropy, residual
+  adds, AdamW, the autograd loop itself) is the step's time minus their sum.
+
+Each is timed side by side with the same thing in PyTorch when it is installed.
 """
 from __future__ import annotations
 
-from . import functional as F
-from .backend import Generator, to_numpy
+import statistics
+import time
+
+from . import backend, functional as F, parallel
+from .backend import Generator, synchronize, to_numpy, xp
 from .model import GPTConfig
 from .tensor import Tensor
 
+GEMM_SIZES = ((512, 512, 512), (1024, 1024, 1024),  # the medium config's Linears' products:
+              (2048, 256, 256), (2048, 256, 1024), (2048, 1024, 256))  # q/k/v/o, up, down
+QUICK_GEMM_SIZES = ((64, 64, 64), (128, 128, 128))
+SETTLE_S = 0.15  # pause before each timed sample, so the BLAS threads of the last case sleep
 
+
+# -- timing -----------------------------------------------------------------------------------
+def time_side_by_side(cases: dict, repeats: int, min_sample_s: float) -> dict:
+    """Median seconds per call of each ``cases[name]()``, repeats interleaved across cases.
+
+    Interleaving spreads a noisy neighbour's load over every case alike. One sample runs a case
+    ``inner`` times back to back, enough to last ``min_sample_s``: the steady state of a training
+    loop, and no timer noise for short steps. Each sample starts after a pause of ``SETTLE_S``
+    and one untimed call: OpenBLAS's and OpenMP's worker threads spin for a while after a call,
+    and would otherwise steal the cores from the next case (measured here: PyTorch's GEMM at
+    half speed right after a NumPy one); the untimed call wakes this case's own threads.
+    """
+    inner = {}
+    for name, fn in cases.items():  # warm-up: allocates optimizer state, fills caches
+        fn()
+        synchronize()
+        t0 = time.perf_counter()
+        fn()
+        synchronize()
+        inner[name] = max(1, round(min_sample_s / max(time.perf_counter() - t0, 1e-9)))
+    samples = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            if min_sample_s:
+                time.sleep(SETTLE_S)
+                fn()
+                synchronize()
+            t0 = time.perf_counter()
+            for _ in range(inner[name]):
+                fn()
+            synchronize()  # a GPU queues its kernels: wait for them before reading the clock
+            samples[name].append((time.perf_counter() - t0) / inner[name])
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def gemm_peak(sizes, repeats: int, min_sample_s: float, torch=None) -> dict:
+    """float32 ``(m, k) @ (k, n)`` GFLOP/s through the backend's own threads (the peak), through
+    the engine's shared products (:func:`minilora.parallel.matmul`), on one thread (the BLAS's
+    kernel alone, no threads to share among), and each in PyTorch if given.
+
+    The one-thread rates tell the kernels apart: NumPy's OpenBLAS and PyTorch's MKL (on x86)
+    differ by machine, and no sharing of work among threads makes up for a slower kernel.
+    """
+    gen = Generator(0)
+    cases, flops = {}, {}
+    for m, k, n in sizes:
+        a, b = gen.normal((m, k)), gen.normal((k, n))
+        key = f"{m}x{k}x{n}"
+        flops[key] = 2 * m * k * n
+        cases[key] = lambda a=a, b=b: xp.matmul(a, b)
+        cases["engine " + key] = lambda a=a, b=b: parallel.matmul(a, b)
+        if backend.is_numpy():
+            cases["1 thread " + key] = lambda a=a, b=b: _one_thread_matmul(a, b)
+        if torch is not None:
+            ta, tb = torch.from_numpy(to_numpy(a)), torch.from_numpy(to_numpy(b))
+            cases["torch " + key] = lambda ta=ta, tb=tb: torch.matmul(ta, tb)
+            cases["torch 1 thread " + key] = lambda ta=ta, tb=tb: _torch_one_thread(torch, ta, tb)
+    times = time_side_by_side(cases, repeats, min_sample_s)
+    rate = {name: flops[name.rsplit(" ", 1)[-1]] / t / 1e9 for name, t in times.items()}
+    rows = []
+    for key in flops:
+        row = {"shape": key, "seconds": times[key], "gflops": rate[key],
+               "engine_gflops": rate["engine " + key],
+               "one_thread_gflops": rate.get("1 thread " + key)}
+        if torch is not None:
+            row["torch_gflops"] = rate["torch " + key]
+            row["torch_one_thread_gflops"] = rate["torch 1 thread " + key]
+        rows.append(row)
+    return {"sizes": rows, "peak_gflops": max(r["gflops"] for r in rows),
+            "engine_peak_gflops": max(r["engine_gflops"] for r in rows),
+            "torch_peak_gflops": max(r["torch_gflops"] for r in rows) if torch else None}
+
+
+def _one_thread_matmul(a, b):
+    with parallel.one_blas_thread():
+        return xp.matmul(a, b)
+
+
+def _torch_one_thread(torch, a, b):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return torch.matmul(a, b)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def handoff_seconds(repeats: int, min_sample_s: float) -> float | None:
+    """Median seconds of a region with no work in it: the caller hands a share to the other
+    threads and waits for them to finish it, which is all that sharing work costs beyond the
+    work (None with one thread). A training step at the medium config has ~125 regions."""
+    if parallel.num_threads() == 1 or not backend.is_numpy():
+        return None
+    empty = [0] * parallel.num_threads()
+    return time_side_by_side({"handoff": lambda: parallel.map(_nothing, empty)}, repeats,
+                             min_sample_s)["handoff"]
+
+
+def _nothing(_):
+    return None
+
+
+# -- the GPT's ops ----------------------------------------------------------------------------
 def op_shapes(cfg: GPTConfig, batch: int) -> dict:
     """name -> (what the op takes, how many times one full fine-tuning step runs it)."""
     C, T, L = cfg.n_embd, cfg.block_size, cfg.n_layer
@@ -79,7 +193,7 @@ def _torch_op(torch, name: str, args: tuple, grad):
     return run
 
 
-def bench_ops(cfg: GPTConfig, batch: int, time_side_by_side, repeats: int, min_sample_s: float,
+def bench_ops(cfg: GPTConfig, batch: int, repeats: int, min_sample_s: float,
               torch=None) -> list[dict]:
     """Forward + backward of each op, its count per step and its milliseconds per step."""
     gen = Generator(2)
@@ -102,4 +216,5 @@ def bench_ops(cfg: GPTConfig, batch: int, time_side_by_side, repeats: int, min_s
     return rows
 
 
-__all__ = ["op_shapes", "bench_ops"]
+__all__ = ["GEMM_SIZES", "QUICK_GEMM_SIZES", "time_side_by_side", "gemm_peak",
+           "handoff_seconds", "op_shapes", "bench_ops"]

@@ -40,6 +40,9 @@ def format_table(result: dict) -> str:
                         if has_torch else ""))
     lines.append(f"  {'peak':<24}{gemm['peak_gflops']:8.1f}{gemm['engine_peak_gflops']:8.1f}"
                  + (f"{'':9}{gemm['torch_peak_gflops']:8.1f}" if has_torch else ""))
+    if result.get("handoff_s") is not None:
+        lines.append(f"  hand-off: an empty region shared among the threads takes "
+                     f"{1e6 * result['handoff_s']:.0f} µs")
     lines += ["", "training step (fwd + CE + bwd + AdamW)",
               f"  {'config':<8}{'mode':<6}{'step ms':>9}{'tok/s':>10}{'GFLOP':>8}{'GFLOP/s':>9}"
               f"{'%peak':>7}" + (f"{'torch ms':>10}{'/torch':>8}" if has_torch else "")]

@@ -20,7 +20,8 @@ def test_quick_bench_through_the_cli(tmp_path, capsys):
     result = json.loads(path.read_text())
     assert not list(path.parent.glob(".bench-*"))  # the atomic write left no temporary behind
 
-    assert set(result) == {"settings", "env", "gemm", "configs"}
+    assert set(result) == {"settings", "env", "gemm", "handoff_s", "configs"}
+    assert result["handoff_s"] is None or result["handoff_s"] > 0
     env = result["env"]
     for key in ("numpy", "blas", "threads", "cpu", "cpuidle", "OPENBLAS_CORETYPE",
                 "OPENBLAS_L2_SIZE"):
@@ -74,6 +75,19 @@ def test_op_counts_are_the_models_layers(name):
                             == (op == "lm_head") for m in linears)
     assert shapes["layer_norm"][1] == sum(isinstance(m, LayerNorm) for m in model.modules())
     assert shapes["attention"][1] == shapes["gelu"][1] == cfg.n_layer
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_handoff_is_timed_only_where_work_is_shared(threads):
+    from minilora import bench_ops, parallel
+
+    before = parallel.num_threads()
+    parallel.set_num_threads(threads)
+    try:
+        seconds = bench_ops.handoff_seconds(repeats=2, min_sample_s=0.0)
+    finally:
+        parallel.set_num_threads(before)
+    assert seconds is None if threads == 1 else seconds > 0
 
 
 def test_unknown_config_is_a_clear_error():
