@@ -159,10 +159,8 @@ def _same_model(mine, theirs, mode: str) -> None:
                            f"(trainable, all) = {counts[0]} vs {counts[1]})")
 
 
-def bench_training(cfg: GPTConfig, x, y, modes, repeats: int, min_sample_s: float,
-                   torch=None) -> dict:
-    """Step time, tokens/s and achieved GFLOP/s of full fine-tuning and LoRA, side by side."""
-    batch, seq = x.shape
+def _step_cases(cfg: GPTConfig, x, y, modes, torch=None) -> tuple[dict, dict]:
+    """One training step of each mode as a callable (and of its PyTorch twin), and the models."""
     models = {mode: _minilora_model(cfg, mode) for mode in modes}
     cases = {}
     for mode, model in models.items():
@@ -176,6 +174,14 @@ def bench_training(cfg: GPTConfig, x, y, modes, repeats: int, min_sample_s: floa
             _same_model(models[mode], tm, mode)
             topt = torch.optim.AdamW([p for p in tm.parameters() if p.requires_grad], lr=1e-3)
             cases["torch " + mode] = lambda tm=tm, o=topt: _torch_step(torch, tm, o, tx, ty)
+    return cases, models
+
+
+def bench_training(cfg: GPTConfig, x, y, modes, repeats: int, min_sample_s: float,
+                   torch=None) -> dict:
+    """Step time, tokens/s and achieved GFLOP/s of full fine-tuning and LoRA, side by side."""
+    batch, seq = x.shape
+    cases, models = _step_cases(cfg, x, y, modes, torch)
     times = time_side_by_side(cases, repeats, min_sample_s)
     result = {}
     for mode in modes:
@@ -247,12 +253,10 @@ def bench_config(name: str, repeats: int, min_sample_s: float, torch=None) -> di
     if "lora" in modes:
         memory["lora_over_full"] = memory["lora"]["total_peak"] / memory["full"]["total_peak"]
     train = bench_training(cfg, x, y, modes, repeats, min_sample_s, torch)
-    ops = bench_ops(cfg, batch, repeats, min_sample_s, torch)
-    breakdown = {"ops": ops,  # what the full step spends outside these ops
-                 "rest_s": train["full"]["step_s"] - sum(r["step_seconds"] for r in ops)}
-    if torch is not None:
-        breakdown["torch_rest_s"] = (train["full"]["torch_step_s"]
-                                     - sum(r["torch_step_seconds"] for r in ops))
+    # the ops are timed beside a step of their own, so that the rest is step minus ops of one run
+    steps = _step_cases(cfg, x, y, ("full",), torch)[0]
+    breakdown = bench_ops(cfg, batch, steps["full"], repeats, min_sample_s,
+                          torch, steps.get("torch full"))
     return {"config": {k: getattr(cfg, k) for k in ("vocab_size", "n_embd", "n_layer", "n_head",
                                                     "mlp_ratio")},
             "batch": batch, "seq": seq, "tokens": batch * seq, "train": train,

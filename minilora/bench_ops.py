@@ -193,16 +193,19 @@ def _torch_op(torch, name: str, args: tuple, grad):
     return run
 
 
-def bench_ops(cfg: GPTConfig, batch: int, repeats: int, min_sample_s: float,
-              torch=None) -> list[dict]:
-    """Forward + backward of each op, its count per step and its milliseconds per step."""
+def bench_ops(cfg: GPTConfig, batch: int, step, repeats: int, min_sample_s: float,
+              torch=None, torch_step=None) -> dict:
+    """Forward + backward of each op, its count per step and its seconds per step, timed side
+    by side with ``step()`` (a full fine-tuning step), whose time the ops leave is the rest."""
     gen = Generator(2)
-    shapes, cases = op_shapes(cfg, batch), {}
+    shapes, cases = op_shapes(cfg, batch), {"step": step}
     for name, (shape, _) in shapes.items():
         args, grad = _inputs(gen, name, shape)
         cases[name] = _minilora_op(name, args, grad)
         if torch is not None:
             cases["torch " + name] = _torch_op(torch, name, args, grad)
+    if torch is not None:
+        cases["torch step"] = torch_step
     times = time_side_by_side(cases, repeats, min_sample_s)
     rows = []
     for name, (shape, count) in shapes.items():
@@ -213,7 +216,12 @@ def bench_ops(cfg: GPTConfig, batch: int, repeats: int, min_sample_s: float,
             row["torch_step_seconds"] = count * times["torch " + name]
             row["over_torch"] = times[name] / times["torch " + name]
         rows.append(row)
-    return rows
+    result = {"ops": rows, "step_s": times["step"],
+              "rest_s": times["step"] - sum(r["step_seconds"] for r in rows)}
+    if torch is not None:
+        result.update(torch_step_s=times["torch step"], torch_rest_s=times["torch step"]
+                      - sum(r["torch_step_seconds"] for r in rows))
+    return result
 
 
 __all__ = ["GEMM_SIZES", "QUICK_GEMM_SIZES", "time_side_by_side", "gemm_peak",

@@ -74,6 +74,9 @@ def format_table(result: dict) -> str:
         rest, torch_rest = ops["rest_s"], ops.get("torch_rest_s")
         lines.append(f"  {name:<8}{'rest of the step':<22}{'':9}{1e3 * rest:9.1f}"
                      + (f"{1e3 * torch_rest:9.1f}{rest / torch_rest:8.2f}" if has_torch else ""))
+        step, torch_step = ops["step_s"], ops.get("torch_step_s")
+        lines.append(f"  {name:<8}{'the step, beside them':<22}{'':9}{1e3 * step:9.1f}"
+                     + (f"{1e3 * torch_step:9.1f}{step / torch_step:8.2f}" if has_torch else ""))
     lines += ["", "inference forward (no_grad, eval)",
               f"  {'config':<8}{'model':<15}{'ms':>9}{'tok/s':>10}"
               + (f"{'torch ms':>10}" if has_torch else "")]
