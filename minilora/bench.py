@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
-import time
 import tracemalloc
 
-from . import backend, functional as F, parallel
-from .backend import Generator, synchronize, to_numpy, xp
+from . import functional as F, parallel
+from .backend import Generator, to_numpy, xp
 from .bench_ops import (GEMM_SIZES, QUICK_GEMM_SIZES, bench_ops, gemm_peak, handoff_seconds,
                         time_side_by_side)
 from .model import GPT, GPTConfig
