@@ -175,12 +175,13 @@ def _step_cases(cfg: GPTConfig, x, y, modes, torch=None) -> tuple[dict, dict]:
     return cases, models
 
 
-def bench_training(cfg: GPTConfig, x, y, modes, repeats: int, min_sample_s: float,
-                   torch=None) -> dict:
-    """Step time, tokens/s and achieved GFLOP/s of full fine-tuning and LoRA, side by side."""
+def bench_training(cfg: GPTConfig, x, steps: dict, models: dict, repeats: int,
+                   min_sample_s: float) -> dict:
+    """Step time, tokens/s and achieved GFLOP/s of full fine-tuning and LoRA, side by side
+    (``steps`` and ``models`` from :func:`_step_cases`)."""
     batch, seq = x.shape
-    cases, models = _step_cases(cfg, x, y, modes, torch)
-    times = time_side_by_side(cases, repeats, min_sample_s)
+    modes, has_torch = tuple(models), "torch full" in steps
+    times = time_side_by_side(steps, repeats, min_sample_s)
     result = {}
     for mode in modes:
         flops = matmul_flops(cfg, batch, seq, LORA["r"] if mode == "lora" else 0,
@@ -190,7 +191,7 @@ def bench_training(cfg: GPTConfig, x, y, modes, repeats: int, min_sample_s: floa
                "gflops": flops / t / 1e9,
                "trainable_params": sum(p.numel() for p in models[mode].parameters()
                                        if p.requires_grad)}
-        if torch is not None:
+        if has_torch:
             row["torch_step_s"] = times["torch " + mode]
             row["over_torch"] = t / times["torch " + mode]
         result[mode] = row
@@ -198,7 +199,7 @@ def bench_training(cfg: GPTConfig, x, y, modes, repeats: int, min_sample_s: floa
         result["lora_over_full"] = times["lora"] / times["full"]
         result["flops_lora_over_full"] = (result["lora"]["matmul_gflop"]
                                           / result["full"]["matmul_gflop"])
-        if torch is not None:
+        if has_torch:
             result["torch_lora_over_full"] = times["torch lora"] / times["torch full"]
     return result
 
@@ -250,9 +251,9 @@ def bench_config(name: str, repeats: int, min_sample_s: float, torch=None) -> di
     memory = {mode: training_memory(_minilora_model(cfg, mode), x, y) for mode in modes}
     if "lora" in modes:
         memory["lora_over_full"] = memory["lora"]["total_peak"] / memory["full"]["total_peak"]
-    train = bench_training(cfg, x, y, modes, repeats, min_sample_s, torch)
-    # the ops are timed beside a step of their own, so that the rest is step minus ops of one run
-    steps = _step_cases(cfg, x, y, ("full",), torch)[0]
+    steps, models = _step_cases(cfg, x, y, modes, torch)
+    train = bench_training(cfg, x, steps, models, repeats, min_sample_s)
+    # the ops are timed beside the full step again, so that the rest is step minus ops of one run
     breakdown = bench_ops(cfg, batch, steps["full"], repeats, min_sample_s,
                           torch, steps.get("torch full"))
     return {"config": {k: getattr(cfg, k) for k in ("vocab_size", "n_embd", "n_layer", "n_head",

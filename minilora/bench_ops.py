@@ -141,9 +141,13 @@ def op_shapes(cfg: GPTConfig, batch: int) -> dict:
             "layer_norm": ((batch, T, C), 2 * L + 1)}  # ln_1, ln_2 per block; ln_f
 
 
+def _is_linear(name: str) -> bool:
+    return name.startswith(("linear", "lm_head"))
+
+
 def _inputs(gen: Generator, name: str, shape: tuple) -> tuple:
     """The op's inputs and the gradient of its output, as the model would hand them over."""
-    if name.startswith(("linear", "lm_head")):
+    if _is_linear(name):
         B, T, fin, fout = shape
         bias = (gen.normal((fout,)),) if name.startswith("linear") else ()
         return (gen.normal((B, T, fin)), gen.normal((fout, fin)) * fin ** -0.5) + bias, \
@@ -161,7 +165,7 @@ def _inputs(gen: Generator, name: str, shape: tuple) -> tuple:
 def _minilora_op(name: str, args: tuple, grad):
     def run():
         ts = [Tensor(a, requires_grad=True) for a in args]
-        if name.startswith(("linear", "lm_head")):
+        if _is_linear(name):
             out = F.linear(*ts)
         elif name == "attention":
             out = F.scaled_dot_product_attention(*ts, is_causal=True)
@@ -181,7 +185,7 @@ def _torch_op(torch, name: str, args: tuple, grad):
     def run():
         for t in ts:
             t.grad = None
-        if name.startswith(("linear", "lm_head")):
+        if _is_linear(name):
             out = tf.linear(*ts)
         elif name == "attention":
             out = tf.scaled_dot_product_attention(*ts, is_causal=True)
