@@ -11,26 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minilora import analysis, backend
+from minilora.testing import known_svd, orthonormal, subspace_shapes
 
 pytestmark = pytest.mark.analysis
 
 
-def orthonormal(n: int, m: int, rng) -> np.ndarray:
-    """n × m with orthonormal columns (m <= n), Haar-distributed."""
-    q, r = np.linalg.qr(rng.standard_normal((n, n)))
-    return (q * np.sign(np.diag(r)))[:, :m]
-
-
-def known_svd(rows: int, cols: int, rng):
-    """(A, V): A = U diag(s) Vᵀ with singular values 1, 1/2, 1/4, ... (well separated)."""
-    k = min(rows, cols)
-    U, V = orthonormal(rows, k, rng), orthonormal(cols, k, rng)
-    s = 2.0 ** -np.arange(k)
-    return (U * s) @ V.T, V
-
-
-shapes = st.integers(4, 24).flatmap(lambda k: st.tuples(
-    st.just(k), st.integers(1, k), st.integers(1, k), st.integers(0, 2**32 - 1)))
+shapes = subspace_shapes()
 
 
 @given(shapes, st.data())

@@ -9,22 +9,17 @@ import math
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import minilora.functional as F
 from minilora import Tensor
 from minilora.backend import Generator
-from minilora.gradcheck import gradcheck
+from minilora.testing import examples, gradcheck, logits_and_targets, normal, qkv, seeds, shapes
 
 pytestmark = pytest.mark.autograd
 
-seeds = st.integers(0, 2 ** 32 - 1)
-shapes = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4)
-
-
-def normal(shape, seed, scale=1.0) -> np.ndarray:
-    return np.random.default_rng(seed).normal(size=shape) * scale
+shapes = shapes(min_dims=1)
 
 
 def T(a, requires_grad=False) -> Tensor:
@@ -79,18 +74,6 @@ def test_log_softmax_is_stable_for_huge_logits():
 
 
 # -- cross_entropy ----------------------------------------------------------------------------
-@st.composite
-def logits_and_targets(draw, ignore_index=-100):
-    """Logits (..., C) and targets (...) with some positions set to ``ignore_index``."""
-    lead = draw(hnp.array_shapes(min_dims=1, max_dims=2, max_side=4))
-    C = draw(st.integers(1, 5))
-    seed = draw(seeds)
-    targets = np.random.default_rng(seed).integers(0, C, lead)
-    ignored = draw(hnp.arrays(bool, lead))
-    targets[ignored] = ignore_index
-    return normal(lead + (C,), seed, 2.0), targets
-
-
 def np_cross_entropy(logits, targets, ignore_index=-100):
     logp = np_log_softmax(logits.reshape(-1, logits.shape[-1]))
     t = targets.reshape(-1)
@@ -178,7 +161,7 @@ def test_dropout_in_eval_is_the_identity(p, seed):
     np.testing.assert_array_equal(y.data, x.data)
 
 
-@settings(max_examples=10)
+@examples(10)
 @given(st.floats(0.05, 0.9), seeds)
 def test_dropout_zeroes_about_p_and_rescales_the_rest(p, seed):
     """Each entry is zeroed with probability p, so the zero fraction of 20,000 entries lies
@@ -241,18 +224,6 @@ def np_attention(q, k, v, causal):
     return np.exp(np_log_softmax(s)) @ v
 
 
-@st.composite
-def qkv(draw, causal):
-    """(B, H, T, D) queries and (B, H, S, D) keys/values; S = T when causal. Each input's B
-    and H may be 1 instead: the leading axes broadcast, as in a matrix product."""
-    B, H, T_, D = (draw(st.integers(1, 3)) for _ in range(4))
-    S = T_ if causal else draw(st.integers(1, 3))
-    gen = np.random.default_rng(draw(seeds))
-    lead = lambda: (draw(st.sampled_from([B, 1])), draw(st.sampled_from([H, 1])))
-    return gen.normal(size=lead() + (T_, D)), gen.normal(size=lead() + (S, D)), \
-        gen.normal(size=lead() + (S, draw(st.integers(1, 3))))
-
-
 @pytest.mark.parametrize("causal", [False, True])
 @given(data=st.data())
 def test_attention_matches_reference_and_gradcheck(causal, data):
@@ -309,7 +280,7 @@ def test_linear_refuses_bad_shapes_naming_both():
 
 
 # -- composition ------------------------------------------------------------------------------
-@settings(max_examples=10)
+@examples(10)
 @given(seeds)
 def test_fused_backwards_leave_the_incoming_gradient_alone(seed):
     """A sum hands the same gradient array to each of its terms. A backward that edited its

@@ -8,71 +8,19 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, strategies as st
 
 import minilora.functional as F
 from minilora import Generator
 from minilora.lora import LoraConfig, LoraLinear, get_lora_model
-from minilora.model import GPT, GPTConfig
 from minilora.nn import Linear, Module
 from minilora.optim import SGD
 from minilora.tensor import Tensor
-from helpers import assert_close
+from minilora.testing import (alphas, assert_close, dims, examples, factors, forward_scale,
+                              gpts_with_adapters, inputs, lora_configs, lora_linear,
+                              lora_shapes, numerical_rank, randomize, seeds, tiny_gpt)
 
 pytestmark = pytest.mark.lora
-
-seeds = st.integers(0, 2**32 - 1)
-dims = st.integers(1, 12)
-alphas = st.sampled_from([0.5, 1.0, 2.0, 8.0, 16.0])
-
-
-@st.composite
-def shapes(draw, extra_rank: int = 2):
-    """(m, n, r): out, in, and a rank up to min(m, n) + extra_rank."""
-    m, n = draw(dims), draw(dims)
-    return m, n, draw(st.integers(1, min(m, n) + extra_rank))
-
-
-# -- helpers ---------------------------------------------------------------------------------
-def make_layer(m, n, r, seed, *, alpha=None, init=True, rslora=False, dropout=0.0, bias=True):
-    """A LoraLinear (adapter "default", active) around a frozen float64 Linear(n -> m)."""
-    base = Linear(n, m, bias=bias, generator=Generator(seed), dtype="float64")
-    base.requires_grad_(False)
-    return LoraLinear(base, "default", r=r, lora_alpha=alpha if alpha is not None else r,
-                      lora_dropout=dropout, init_lora_weights=init, use_rslora=rslora,
-                      generator=Generator(seed + 1))
-
-
-def factors(layer, name="default"):
-    return layer.lora_A[name].weight, layer.lora_B[name].weight
-
-
-def randomize(layer, rng, name="default"):
-    """Random nonzero A and B, so ΔW ≠ 0 (the state after some training)."""
-    A, B = factors(layer, name)
-    A.data = rng.standard_normal(A.shape)
-    B.data = rng.standard_normal(B.shape)
-
-
-def inputs(rng, n, batch_dims=(5,)):
-    return Tensor(rng.standard_normal((*batch_dims, n)))
-
-
-def forward_scale(x, W, b, delta):
-    """A bound on the size of the terms of x Wᵀ + b + x ΔWᵀ: the yardstick for round-off."""
-    return np.linalg.norm(x) * (np.linalg.norm(W) + np.linalg.norm(delta)) + \
-        (np.linalg.norm(b) * math.sqrt(x.size) if b is not None else 0.0) + 1e-300
-
-
-def numerical_rank(M, rtol=1e-9):
-    S = np.linalg.svd(M, compute_uv=False)
-    return int(np.sum(S > rtol * S[0])) if S.size and S[0] > 0 else 0
-
-
-def tiny_gpt(seed, n_layer=2):
-    cfg = GPTConfig(vocab_size=11, block_size=6, n_layer=n_layer, n_head=2, n_embd=8,
-                    mlp_ratio=2, dtype="float64")
-    return GPT(cfg, seed=seed)
 
 
 class OneLinear(Module):
@@ -87,7 +35,7 @@ class OneLinear(Module):
 
 
 # -- initialization: B = 0 means "no change" -------------------------------------------------
-@given(shape=shapes(), init=st.sampled_from([True, "gaussian"]), rslora=st.booleans(),
+@given(shape=lora_shapes(), init=st.sampled_from([True, "gaussian"]), rslora=st.booleans(),
        alpha=alphas, bias=st.booleans(), three_d=st.booleans(), seed=seeds)
 def test_zero_B_leaves_a_linear_bit_identical(shape, init, rslora, alpha, bias, three_d, seed):
     m, n, r = shape
@@ -106,25 +54,23 @@ def test_zero_B_leaves_a_linear_bit_identical(shape, init, rslora, alpha, bias, 
 
 
 @pytest.mark.filterwarnings("error::UserWarning")  # r <= 8 = min(in, out) of every Linear here
-@settings(max_examples=6)
-@given(init=st.sampled_from([True, "gaussian"]), r=st.integers(1, 8),
-       targets=st.sampled_from([["q_proj", "v_proj"], "all-linear", ["lm_head", "up_proj"],
-                                r".*\.(k|o)_proj"]), seed=seeds)
-def test_zero_B_leaves_a_gpt_bit_identical(init, r, targets, seed):
+@examples(6)
+@given(config=lora_configs(), seed=seeds)
+def test_zero_B_leaves_a_gpt_bit_identical(config, seed):
     gpt = tiny_gpt(seed % 1000)
     idx = np.random.default_rng(seed).integers(0, 11, (2, 6))
     logits0 = gpt(idx).data.copy()
-    lm = get_lora_model(gpt, LoraConfig(r=r, target_modules=targets, init_lora_weights=init))
+    lm = get_lora_model(gpt, config)
     assert lm.lora_layers()
     assert lm(idx).data.tobytes() == logits0.tobytes()
 
 
-@given(shape=shapes(), init=st.sampled_from([True, "gaussian"]), alpha=alphas, seed=seeds)
+@given(shape=lora_shapes(), init=st.sampled_from([True, "gaussian"]), alpha=alphas, seed=seeds)
 def test_first_step_dA_is_exactly_zero_and_dB_is_not(shape, init, alpha, seed):
     """At B = 0: ∂L/∂A = s Bᵀ G = 0 exactly, ∂L/∂B = s G Aᵀ ≠ 0 (for a generic loss)."""
     m, n, r = shape
     rng = np.random.default_rng(seed)
-    layer = make_layer(m, n, r, seed, alpha=alpha, init=init)
+    layer = lora_linear(m, n, r, seed, alpha=alpha, init=init)
     x, C = inputs(rng, n, (6,)), Tensor(rng.standard_normal((6, m)))
     (layer(x).tanh() * C).sum().backward()
     A, B = factors(layer)
@@ -133,13 +79,14 @@ def test_first_step_dA_is_exactly_zero_and_dB_is_not(shape, init, alpha, seed):
     assert layer.base_layer.weight.grad is None  # W0 is frozen: no gradient work at all
 
 
-@settings(max_examples=4)
-@given(targets=st.sampled_from([["q_proj", "v_proj"], "all-linear"]), seed=seeds)
-def test_first_step_on_a_gpt_every_dA_is_zero_every_dB_is_not(targets, seed):
-    gpt = tiny_gpt(seed % 1000)
+@examples(4)
+@given(case=gpts_with_adapters(lora_configs(
+    r=st.just(2), target_modules=st.sampled_from([["q_proj", "v_proj"], "all-linear"]),
+    lora_dropout=st.just(0.0))), seed=seeds)
+def test_first_step_on_a_gpt_every_dA_is_zero_every_dB_is_not(case, seed):
     rng = np.random.default_rng(seed)
-    lm = get_lora_model(gpt, LoraConfig(r=2, target_modules=targets))
-    idx, tgt = rng.integers(0, 11, (2, 6)), rng.integers(0, 11, (2, 6))
+    lm, idx = case.model, case.idx
+    tgt = rng.integers(0, 11, (2, 6))
     F.cross_entropy(lm(idx), tgt).backward()
     for path, layer in lm.lora_layers():
         A, B = factors(layer)
@@ -148,22 +95,22 @@ def test_first_step_on_a_gpt_every_dA_is_zero_every_dB_is_not(targets, seed):
     assert all(p.grad is None for p in lm.model.parameters() if not p.requires_grad)
 
 
-@settings(max_examples=5)
+@examples(5)
 @given(r=st.sampled_from([1, 2, 4, 16]), n=st.integers(1500, 2500), seed=seeds)
 def test_gaussian_init_has_std_one_over_r(r, n, seed):
     """A ~ N(0, 1/r²) entrywise: sample std within 10% (≥ 6 standard errors for N ≥ 1500)."""
-    A, B = factors(make_layer(3, n, r, seed, init="gaussian"))
+    A, B = factors(lora_linear(3, n, r, seed, init="gaussian"))
     a = A.data.ravel()
     assert abs(a.std() * r - 1) < 0.10
     assert abs(a.mean()) < 6 / (r * math.sqrt(a.size))
     assert not np.any(B.data)
 
 
-@settings(max_examples=5)
+@examples(5)
 @given(r=st.sampled_from([1, 2, 8]), n=st.integers(1500, 2500), seed=seeds)
 def test_kaiming_uniform_init_bounds(r, n, seed):
     """True: A ~ U(−1/√n, 1/√n) (a = √5), so |A| ≤ 1/√n, filling the interval; std = bound/√3."""
-    A, B = factors(make_layer(3, n, r, seed, init=True))
+    A, B = factors(lora_linear(3, n, r, seed, init=True))
     a, bound = A.data.ravel(), 1 / math.sqrt(n)
     assert np.all(np.abs(a) <= bound)
     assert a.max() > 0.95 * bound and a.min() < -0.95 * bound
@@ -171,17 +118,17 @@ def test_kaiming_uniform_init_bounds(r, n, seed):
     assert not np.any(B.data)
 
 
-@given(shape=shapes(), seed=seeds)
+@given(shape=lora_shapes(), seed=seeds)
 def test_init_false_gives_a_nonzero_update(shape, seed):
     m, n, r = shape
     rng = np.random.default_rng(seed)
-    layer = make_layer(m, n, r, seed, init=False)
+    layer = lora_linear(m, n, r, seed, init=False)
     assert np.any(factors(layer)[1].data) and np.any(layer.delta_weight())
     x = inputs(rng, n)
     assert np.any(layer(x).data != layer.base_layer(x).data)
 
 
-@given(shape=shapes(extra_rank=0), alpha=alphas, rslora=st.booleans(), seed=seeds)
+@given(shape=lora_shapes(extra_rank=0), alpha=alphas, rslora=st.booleans(), seed=seeds)
 def test_pissa_init_keeps_the_output_and_spans_the_top_singular_subspaces(shape, alpha, rslora,
                                                                           seed):
     """PiSSA: s B A = U_r Σ_r V_rᵀ (top-r of W0), base = the residual, so W_res + s B A = W0."""
@@ -208,12 +155,12 @@ def test_pissa_init_keeps_the_output_and_spans_the_top_singular_subspaces(shape,
 
 
 # -- the gradient identity -------------------------------------------------------------------
-@given(shape=shapes(), alpha=alphas, rslora=st.booleans(), three_d=st.booleans(), seed=seeds)
+@given(shape=lora_shapes(), alpha=alphas, rslora=st.booleans(), three_d=st.booleans(), seed=seeds)
 def test_gradients_of_A_and_B_are_s_BT_G_and_s_G_AT(shape, alpha, rslora, three_d, seed):
     """G = ∂L/∂ΔW, taken from a full-weight Linear holding W0 + ΔW and the same loss."""
     m, n, r = shape
     rng = np.random.default_rng(seed)
-    layer = make_layer(m, n, r, seed, alpha=alpha, rslora=rslora)
+    layer = lora_linear(m, n, r, seed, alpha=alpha, rslora=rslora)
     randomize(layer, rng)
     x = inputs(rng, n, (2, 3) if three_d else (5,))
     C = Tensor(rng.standard_normal((*x.shape[:-1], m)))
@@ -232,11 +179,11 @@ def test_gradients_of_A_and_B_are_s_BT_G_and_s_G_AT(shape, alpha, rslora, three_
 
 
 # -- merging ---------------------------------------------------------------------------------
-@given(shape=shapes(), alpha=alphas, rslora=st.booleans(), seed=seeds)
+@given(shape=lora_shapes(), alpha=alphas, rslora=st.booleans(), seed=seeds)
 def test_merge_agrees_with_unmerged_and_unmerge_restores_W0(shape, alpha, rslora, seed):
     m, n, r = shape
     rng = np.random.default_rng(seed)
-    layer = make_layer(m, n, r, seed, alpha=alpha, rslora=rslora)
+    layer = lora_linear(m, n, r, seed, alpha=alpha, rslora=rslora)
     randomize(layer, rng)
     W0, b, delta = layer.base_layer.weight.data.copy(), layer.base_layer.bias.data, \
         layer.delta_weight()
@@ -263,10 +210,10 @@ def _layer_state(layer):
             list(layer.merged_adapters), list(layer.active_adapters))
 
 
-@given(shape=shapes(), seed=seeds)
+@given(shape=lora_shapes(), seed=seeds)
 def test_merging_twice_or_unmerging_unmerged_raises_and_changes_nothing(shape, seed):
     m, n, r = shape
-    layer = make_layer(m, n, r, seed, init=False)
+    layer = lora_linear(m, n, r, seed, init=False)
     before = _layer_state(layer)
     with pytest.raises(ValueError, match="no adapter is merged"):
         layer.unmerge()
@@ -281,11 +228,11 @@ def test_merging_twice_or_unmerging_unmerged_raises_and_changes_nothing(shape, s
     assert _layer_state(layer) == merged
 
 
-@given(shape=shapes(), bad=st.sampled_from([np.nan, np.inf, -np.inf]), seed=seeds)
+@given(shape=lora_shapes(), bad=st.sampled_from([np.nan, np.inf, -np.inf]), seed=seeds)
 def test_safe_merge_refuses_non_finite_weights_and_leaves_the_layer(shape, bad, seed):
     m, n, r = shape
     rng = np.random.default_rng(seed)
-    layer = make_layer(m, n, r, seed)
+    layer = lora_linear(m, n, r, seed)
     randomize(layer, rng)
     B = factors(layer)[1]
     B.data[rng.integers(m), rng.integers(r)] = bad
@@ -295,11 +242,11 @@ def test_safe_merge_refuses_non_finite_weights_and_leaves_the_layer(shape, bad, 
     assert _layer_state(layer) == before and not layer.merged
 
 
-@given(shape=shapes(), seed=seeds)
+@given(shape=lora_shapes(), seed=seeds)
 def test_train_and_eval_never_merge(shape, seed):
     m, n, r = shape
     rng = np.random.default_rng(seed)
-    layer = make_layer(m, n, r, seed, dropout=0.5)
+    layer = lora_linear(m, n, r, seed, dropout=0.5)
     randomize(layer, rng)
     before = _layer_state(layer)
     x = inputs(rng, n)
@@ -313,22 +260,22 @@ def test_train_and_eval_never_merge(shape, seed):
 
 
 # -- rank and size ---------------------------------------------------------------------------
-@given(shape=shapes(), alpha=alphas, seed=seeds)
+@given(shape=lora_shapes(), alpha=alphas, seed=seeds)
 def test_rank_of_the_update_is_at_most_r(shape, alpha, seed):
     m, n, r = shape
-    layer = make_layer(m, n, r, seed, alpha=alpha)
+    layer = lora_linear(m, n, r, seed, alpha=alpha)
     randomize(layer, np.random.default_rng(seed))
     rank = numerical_rank(layer.delta_weight())
     assert rank <= r
     assert rank == min(r, m, n)  # and random factors reach it: r is a real budget, not a bound
 
 
-@given(shape=shapes(), alpha=alphas, seed=seeds)
+@given(shape=lora_shapes(), alpha=alphas, seed=seeds)
 def test_rslora_scales_by_alpha_over_sqrt_r(shape, alpha, seed):
     m, n, r = shape
     rng = np.random.default_rng(seed)
-    plain = make_layer(m, n, r, seed, alpha=alpha)
-    rs = make_layer(m, n, r, seed, alpha=alpha, rslora=True)
+    plain = lora_linear(m, n, r, seed, alpha=alpha)
+    rs = lora_linear(m, n, r, seed, alpha=alpha, rslora=True)
     assert plain.scaling["default"] == alpha / r
     assert rs.scaling["default"] == alpha / math.sqrt(r)
     randomize(plain, rng)
@@ -354,7 +301,7 @@ def test_full_rank_lora_expresses_every_update(m, n, alpha, rslora, seed):
     rng = np.random.default_rng(seed)
     r = min(m, n)
     dW = rng.standard_normal((m, n)) * rng.uniform(0.01, 10)
-    layer = make_layer(m, n, r, seed, alpha=alpha, rslora=rslora)
+    layer = lora_linear(m, n, r, seed, alpha=alpha, rslora=rslora)
     s = layer.scaling["default"]
     A, B = factors(layer)
     if m <= n:
@@ -379,7 +326,7 @@ def test_below_the_rank_the_best_error_is_the_eckart_young_tail(m, n, data, seed
     U, S, Vh = np.linalg.svd(dW, full_matrices=False)
     assume(S[-1] > 1e-6 * S[0])  # rank(ΔW) = min(m, n) > r, numerically
     tail = math.sqrt(np.sum(S[r:] ** 2))
-    layer = make_layer(m, n, r, seed, alpha=data.draw(alphas))
+    layer = lora_linear(m, n, r, seed, alpha=data.draw(alphas))
     s = layer.scaling["default"]
     A, B = factors(layer)
     B.data, A.data = U[:, :r] * np.sqrt(S[:r]), np.sqrt(S[:r])[:, None] * Vh[:r] / s
@@ -415,7 +362,7 @@ def test_full_rank_lora_follows_the_full_fine_tuning_trajectory(m, n, steps, alp
     """
     rng = np.random.default_rng(seed)
     r, N = min(m, n), 7
-    layer = make_layer(m, n, r, seed, alpha=alpha, rslora=rslora)
+    layer = lora_linear(m, n, r, seed, alpha=alpha, rslora=rslora)
     W0 = layer.base_layer.weight.data.copy()
     s = layer.scaling["default"]
     A, B = factors(layer)
@@ -459,7 +406,7 @@ def _least_squares_problem(rng, m, n, r_top):
     return X, dW_star, noise, sigma
 
 
-@settings(max_examples=12)
+@examples(12)
 @given(m=dims, n=dims, below=st.booleans(), seed=seeds)
 def test_full_rank_lora_reaches_the_full_fine_tuning_optimum(m, n, below, seed):
     """(c) Least squares (see ``_least_squares_problem``). From the standard init (Kaiming A,
@@ -510,12 +457,12 @@ def peft_lora_grads(x, A, B, scaling, dropout_mask, C):
     return scaling * (C2 @ B).T @ u, scaling * C2.T @ (u @ A.T)
 
 
-@given(shape=shapes(), alpha=alphas, rslora=st.booleans(),
+@given(shape=lora_shapes(), alpha=alphas, rslora=st.booleans(),
        p=st.sampled_from([0.0, 0.1, 0.5]), three_d=st.booleans(), seed=seeds)
 def test_matches_peft_formulas(shape, alpha, rslora, p, three_d, seed):
     m, n, r = shape
     rng = np.random.default_rng(seed)
-    layer = make_layer(m, n, r, seed, alpha=alpha, rslora=rslora, dropout=p)
+    layer = lora_linear(m, n, r, seed, alpha=alpha, rslora=rslora, dropout=p)
     randomize(layer, rng)
     A, B = factors(layer)
     W0, b = layer.base_layer.weight.data.copy(), layer.base_layer.bias.data.copy()

@@ -7,58 +7,26 @@ import contextlib
 import io
 import math
 import re
-import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 import minilora.functional as F
 from minilora import Generator
 from minilora.lora import LoraConfig, LoraLinear, LoraModel, get_lora_model
-from minilora.model import GPT, GPTConfig
-from minilora.nn import Linear, Module
+from minilora.nn import Linear
 from minilora.optim import SGD
 from minilora.tensor import Tensor
-from helpers import assert_close
+from minilora.testing import (TinyMLP, assert_close, combination_weights, examples, seeds, tiny_gpt, tiny_mlps,
+                              two_adapters)
 
 pytestmark = [pytest.mark.lora,
               # r > min(m, n) on skinny layers is intended here; one test checks the warning.
               pytest.mark.filterwarnings("ignore:.*exceeds min\\(in, out\\)")]
 
-seeds = st.integers(0, 2**32 - 1)
-dims = st.integers(1, 10)
-
 
 # -- models and oracles ----------------------------------------------------------------------
-class Tiny(Module):
-    """x (…, n) -> up_proj (h) -> tanh -> down_proj (m) -> tanh -> lm_head (3)."""
-
-    def __init__(self, n, h, m, seed):
-        super().__init__()
-        gen = Generator(seed)
-        self.up_proj = Linear(n, h, generator=gen, dtype="float64")
-        self.down_proj = Linear(h, m, generator=gen, dtype="float64")
-        self.lm_head = Linear(m, 3, bias=False, generator=gen, dtype="float64")
-
-    def forward(self, x):
-        return self.lm_head(self.down_proj(self.up_proj(x).tanh()).tanh())
-
-
-@st.composite
-def tiny_models(draw):
-    """(build, x): a zero-argument constructor of a fresh Tiny (skinny or wide) and an input."""
-    n, h, m, seed = draw(dims), draw(dims), draw(dims), draw(seeds)
-    x = Tensor(np.random.default_rng(seed).standard_normal((4, n)))
-    return (lambda: Tiny(n, h, m, seed % 10_000)), x
-
-
-def tiny_gpt(seed):
-    cfg = GPTConfig(vocab_size=11, block_size=6, n_layer=2, n_head=2, n_embd=8, mlp_ratio=2,
-                    dtype="float64")
-    return GPT(cfg, seed=seed % 10_000)
-
-
 def gpt_case(seed):
     """(build, idx) for a tiny float64 GPT."""
     idx = np.random.default_rng(seed).integers(0, 11, (2, 6))
@@ -107,23 +75,8 @@ def linear_paths(model):
     return [k for k, mod in model.named_modules() if isinstance(mod, Linear)]
 
 
-def two_adapters(build, seed, ra=2, rb=3, **kw):
-    """A LoraModel with adapters "a" (active) and "b", both with nonzero ΔW."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # r may exceed min(m, n) of a skinny layer: fine here
-        return _two_adapters(build, seed, ra, rb, **kw)
-
-
-def _two_adapters(build, seed, ra, rb, **kw):
-    lm = get_lora_model(build(), LoraConfig(r=ra, lora_alpha=2 * ra, init_lora_weights=False,
-                                            target_modules="all-linear", **kw), "a", seed=seed)
-    lm.add_adapter("b", LoraConfig(r=rb, lora_alpha=1.5, init_lora_weights=False,
-                                   target_modules="all-linear", **kw), seed=seed + 1)
-    return lm
-
-
 # -- injection -------------------------------------------------------------------------------
-@settings(max_examples=8)
+@examples(8)
 @given(targets=st.sampled_from([["q_proj", "v_proj"], ["k_proj"], "all-linear",
                                 ["lm_head", "down_proj"], ["layers.1.attn.o_proj"],
                                 r"layers\.0\..*_proj"]), r=st.integers(1, 4), seed=seeds)
@@ -147,8 +100,8 @@ def test_injection_wraps_exactly_the_targets_and_freezes_everything_else(targets
         assert layer.lora_B["default"].weight.shape == (layer.out_features, r)
 
 
-@settings(max_examples=10)
-@given(case=tiny_models(), r=st.integers(1, 4), bias=st.sampled_from(["none", "all", "lora_only"]))
+@examples(10)
+@given(case=tiny_mlps(), r=st.integers(1, 4), bias=st.sampled_from(["none", "all", "lora_only"]))
 def test_trainable_count_is_r_times_m_plus_n_per_adapted_matrix(case, r, bias):
     build, _ = case
     base_total = build().num_parameters()
@@ -166,7 +119,7 @@ def test_trainable_count_is_r_times_m_plus_n_per_adapted_matrix(case, r, bias):
                    f"trainable%: {100 * trainable / total:.4f}"
 
 
-@settings(max_examples=4)
+@examples(4)
 @given(r=st.integers(1, 8), seed=seeds)
 def test_trainable_count_on_a_gpt(r, seed):
     """q_proj, v_proj (C × C each): 2 · L · r · 2C; all-linear adds k, o (C × C) and the MLP
@@ -178,7 +131,7 @@ def test_trainable_count_on_a_gpt(r, seed):
     assert every.get_nb_trainable_parameters()[0] == L * r * (4 * 2 * C + 2 * 3 * C)
 
 
-@settings(max_examples=8)
+@examples(8)
 @given(r=st.integers(1, 4), rq=st.integers(1, 4), r1=st.integers(1, 4),
        alpha=st.sampled_from([1.0, 4.0, 16.0]), av=st.sampled_from([0.5, 3.0]),
        rslora=st.booleans(), seed=seeds)
@@ -199,7 +152,7 @@ def test_rank_and_alpha_patterns_override_per_module(r, rq, r1, alpha, av, rslor
 @given(n=st.integers(1, 3), extra=st.integers(1, 3), seed=seeds)
 def test_rank_above_min_dimension_is_allowed_with_a_warning(n, extra, seed):
     """r > min(m, n) is valid (ΔW still has rank ≤ min(m, n)) but adds no expressivity."""
-    build = lambda: Tiny(n, 6, 6, seed % 1000)
+    build = lambda: TinyMLP(n, 6, 6, seed % 1000)
     x = Tensor(np.random.default_rng(seed).standard_normal((4, n)))
     y0 = out(build(), x)
     r = n + extra
@@ -217,7 +170,7 @@ def test_rank_above_min_dimension_is_allowed_with_a_warning(n, extra, seed):
 @given(n=st.integers(1, 3), extra=st.integers(1, 3), seed=seeds)
 def test_pissa_above_min_dimension_is_refused_before_any_change(n, extra, seed):
     """PiSSA's A, B are W0's top-r singular vectors: there are only min(m, n) of them."""
-    lm = get_lora_model(Tiny(n, 6, 6, seed % 1000), LoraConfig(r=1, target_modules=["lm_head"]))
+    lm = get_lora_model(TinyMLP(n, 6, 6, seed % 1000), LoraConfig(r=1, target_modules=["lm_head"]))
     before = snapshot(lm)
     with pytest.raises(ValueError, match="pissa"):
         lm.add_adapter("p", LoraConfig(r=n + extra, init_lora_weights="pissa",
@@ -230,7 +183,7 @@ def test_pissa_above_min_dimension_is_refused_before_any_change(n, extra, seed):
     assert snapshot(base) == before
 
 
-@settings(max_examples=4)
+@examples(4)
 @given(r=st.integers(1, 8), seed=seeds)
 def test_pissa_on_a_gpt_starts_exactly_at_the_base_model(r, seed):
     """PiSSA moves W0's top-r part into B A: the model's function is unchanged at init."""
@@ -250,7 +203,7 @@ def test_pissa_on_a_gpt_starts_exactly_at_the_base_model(r, seed):
 
 
 # -- merging ---------------------------------------------------------------------------------
-@settings(max_examples=6)
+@examples(6)
 @given(seed=seeds, rslora=st.booleans())
 def test_merge_agrees_unmerge_restores_and_merge_and_unload_returns_plain_linears(seed, rslora):
     build, idx = gpt_case(seed)
@@ -284,8 +237,8 @@ def test_merge_agrees_unmerge_restores_and_merge_and_unload_returns_plain_linear
     assert_close(out(plain, idx), y)
 
 
-@settings(max_examples=10)
-@given(case=tiny_models(), seed=seeds)
+@examples(10)
+@given(case=tiny_mlps(), seed=seeds)
 def test_unload_gives_back_the_base_model(case, seed):
     build, x = case
     y_base = out(build(), x)
@@ -296,8 +249,8 @@ def test_unload_gives_back_the_base_model(case, seed):
     assert out(plain, x).tobytes() == y_base.tobytes()
 
 
-@settings(max_examples=10)
-@given(case=tiny_models(), seed=seeds)
+@examples(10)
+@given(case=tiny_mlps(), seed=seeds)
 def test_merging_twice_or_unmerging_unmerged_raises_and_changes_nothing(case, seed):
     build, _ = case
     lm = two_adapters(build, seed)
@@ -315,7 +268,7 @@ def test_merging_twice_or_unmerging_unmerged_raises_and_changes_nothing(case, se
     assert snapshot(lm) == merged
 
 
-@settings(max_examples=10)
+@examples(10)
 @given(seed=seeds, bad=st.sampled_from([np.nan, np.inf]), data=st.data())
 def test_safe_merge_is_all_or_nothing_across_layers(seed, bad, data):
     build, idx = gpt_case(seed)
@@ -333,8 +286,8 @@ def test_safe_merge_is_all_or_nothing_across_layers(seed, bad, data):
     assert snapshot(lm) == before
 
 
-@settings(max_examples=10)
-@given(case=tiny_models(), seed=seeds)
+@examples(10)
+@given(case=tiny_mlps(), seed=seeds)
 def test_train_and_eval_never_merge(case, seed):
     build, x = case
     lm = get_lora_model(build(), LoraConfig(r=2, init_lora_weights=False, lora_dropout=0.3,
@@ -348,8 +301,8 @@ def test_train_and_eval_never_merge(case, seed):
 
 
 # -- many adapters on one base ---------------------------------------------------------------
-@settings(max_examples=10)
-@given(case=tiny_models(), seed=seeds)
+@examples(10)
+@given(case=tiny_mlps(), seed=seeds)
 def test_add_set_and_delete_adapters(case, seed):
     build, x = case
     lm = get_lora_model(build(), LoraConfig(r=2, init_lora_weights=False,
@@ -377,8 +330,8 @@ def test_add_set_and_delete_adapters(case, seed):
     assert out(lm, x).tobytes() == out(build(), x).tobytes()
 
 
-@settings(max_examples=10)
-@given(case=tiny_models(), seed=seeds)
+@examples(10)
+@given(case=tiny_mlps(), seed=seeds)
 def test_only_the_active_adapter_trains(case, seed):
     build, x = case
     lm = two_adapters(build, seed)
@@ -399,8 +352,8 @@ def test_only_the_active_adapter_trains(case, seed):
             assert p.data.tobytes() == before[k].tobytes(), k
 
 
-@settings(max_examples=10)
-@given(case=tiny_models(), seed=seeds)
+@examples(10)
+@given(case=tiny_mlps(), seed=seeds)
 def test_disable_adapter_runs_the_base_model_inside_the_block_only(case, seed):
     build, x = case
     y_base = out(build(), x)
@@ -422,8 +375,8 @@ def test_disable_adapter_runs_the_base_model_inside_the_block_only(case, seed):
     assert snapshot(lm) == before
 
 
-@settings(max_examples=10)
-@given(case=tiny_models(), seed=seeds, switches=st.lists(st.sampled_from("ab"), min_size=1,
+@examples(10)
+@given(case=tiny_mlps(), seed=seeds, switches=st.lists(st.sampled_from("ab"), min_size=1,
                                                           max_size=5))
 def test_switching_a_merged_model_between_adapters_and_back_restores_W0(case, seed, switches):
     """Section 4.2: switch tasks on a merged model by subtracting B A and adding B' A'."""
@@ -456,11 +409,8 @@ def test_switching_a_merged_model_between_adapters_and_back_restores_W0(case, se
         assert_close(layer.base_layer.weight.data, W0[p], scale=size[p])
 
 
-weights = st.floats(-2, 2).filter(lambda w: abs(w) > 1e-3)
-
-
-@settings(max_examples=15)
-@given(case=tiny_models(), seed=seeds, w=st.tuples(weights, weights), rslora=st.booleans())
+@examples(15)
+@given(case=tiny_mlps(), seed=seeds, w=st.tuples(combination_weights, combination_weights), rslora=st.booleans())
 def test_cat_combination_is_exactly_the_weighted_sum_of_deltas(case, seed, w, rslora):
     build, x = case
     lm = two_adapters(build, seed, ra=2, rb=3, use_rslora=rslora)
@@ -477,8 +427,8 @@ def test_cat_combination_is_exactly_the_weighted_sum_of_deltas(case, seed, w, rs
     assert_close(out(lm, x), out(with_deltas(build, want), x))
 
 
-@settings(max_examples=15)
-@given(case=tiny_models(), seed=seeds, w=st.tuples(weights, weights), k=st.integers(1, 6),
+@examples(15)
+@given(case=tiny_mlps(), seed=seeds, w=st.tuples(combination_weights, combination_weights), k=st.integers(1, 6),
        rslora=st.booleans())
 def test_svd_combination_is_the_best_rank_k_approximation_of_the_weighted_sum(case, seed, w, k,
                                                                               rslora):
@@ -498,8 +448,8 @@ def test_svd_combination_is_the_best_rank_k_approximation_of_the_weighted_sum(ca
             assert_close(got, (U[:, :kk] * S[:kk]) @ Vh[:kk], 1e-8, scale=S[0])
 
 
-@settings(max_examples=15)
-@given(case=tiny_models(), seed=seeds, w=st.tuples(st.floats(0, 2), st.floats(0, 2)),
+@examples(15)
+@given(case=tiny_mlps(), seed=seeds, w=st.tuples(st.floats(0, 2), st.floats(0, 2)),
        rslora=st.booleans())
 def test_linear_combination_follows_its_formula(case, seed, w, rslora):
     """"linear" (PEFT's): A = Σ √(w_i s_i) A_i, B = Σ √(w_i s_i) B_i, scaling 1 (not
@@ -520,8 +470,8 @@ def test_linear_combination_follows_its_formula(case, seed, w, rslora):
                      scale=np.linalg.norm(expected) + 1e-300)
 
 
-@settings(max_examples=5)
-@given(case=tiny_models(), seed=seeds, w=st.floats(-2, -1e-3))
+@examples(5)
+@given(case=tiny_mlps(), seed=seeds, w=st.floats(-2, -1e-3))
 def test_linear_combination_refuses_negative_weights(case, seed, w):
     """√w of a negative weight is not a real number: a clear error, not a complex adapter."""
     build, _ = case
@@ -561,7 +511,7 @@ def test_bad_config_values_are_refused(kwargs, message):
 
 @pytest.mark.parametrize("targets", [["q_prj"], ["q_proj", "v_prj"], ["v_proj", "Q_proj"],
                                      ["attn"], r".*\.qproj", ["ln_1"], []])
-@settings(max_examples=2)
+@examples(2)
 @given(seed=seeds)
 def test_targets_that_match_nothing_are_refused_with_the_names_that_exist(seed, targets):
     model = tiny_gpt(seed)
@@ -581,8 +531,8 @@ def test_targets_that_match_nothing_are_refused_with_the_names_that_exist(seed, 
     assert snapshot(lm) == before
 
 
-@settings(max_examples=10)
-@given(case=tiny_models(), seed=seeds)
+@examples(10)
+@given(case=tiny_mlps(), seed=seeds)
 def test_unknown_or_duplicate_adapter_names_are_refused_before_any_change(case, seed):
     build, _ = case
     lm = two_adapters(build, seed)

@@ -3,13 +3,14 @@ configuration refuses impossible shapes, and ``generate()`` decodes as documente
 """
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import minilora.functional as F
 from minilora.backend import Generator
 from minilora.gradcheck import gradcheck, vjp_check
 from minilora.model import GPT, GPTConfig
+from minilora.testing import examples
 
 pytestmark = pytest.mark.nn
 
@@ -32,7 +33,7 @@ def loss(model):
     return F.cross_entropy(model(IDX), TARGETS)
 
 
-@settings(max_examples=5)
+@examples(5)
 @given(st.integers(0, 2 ** 16))
 def test_vjp_check_on_every_parameter(seed):
     """One random direction through all parameters at once, for the loss and for the logits."""
@@ -57,7 +58,7 @@ def test_forward_shape_and_dtype():
     assert logits.shape == (2, 5, 7) and logits.dtype == np.float64
 
 
-@settings(max_examples=10)
+@examples(10)
 @given(st.integers(0, 4), st.integers(0, 2 ** 16))
 def test_the_model_is_causal(t, seed):
     """Logits at position t are a function of tokens 0..t: changing later tokens does not
@@ -93,7 +94,7 @@ def test_greedy_is_deterministic_and_picks_the_argmax():
         np.testing.assert_array_equal(a[:, 3 + step], model(context).data[:, -1].argmax(-1))
 
 
-@settings(max_examples=5)
+@examples(5)
 @given(st.integers(0, 2 ** 16), st.floats(0.1, 3.0))
 def test_top_k_1_is_greedy(seed, temperature):
     """With one candidate left, sampling at any temperature has no choice to make."""

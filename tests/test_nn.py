@@ -6,13 +6,14 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from minilora import Tensor
 from minilora.backend import Generator
 from minilora.model import GPT, GPTConfig
 from minilora.nn import Linear, Module, Parameter
+from minilora.testing import examples
 
 pytestmark = pytest.mark.nn
 
@@ -108,7 +109,7 @@ def test_gpt_modules_and_children():
 
 
 # -- state_dict -------------------------------------------------------------------------------
-@settings(max_examples=5)
+@examples(5)
 @given(st.integers(0, 1000), st.integers(1, 1000))
 def test_state_dict_round_trip_reproduces_the_model(seed, offset):
     """Loading A's state into B (built from another seed) makes B compute exactly what A does,
@@ -149,7 +150,7 @@ def corrupt(state: dict, kind: str, key: str) -> dict:
     return state
 
 
-@settings(max_examples=10)
+@examples(10)
 @given(kind=st.sampled_from(sorted(CORRUPTIONS)),
        key=st.sampled_from([n for n, _ in GPT(CFG).named_parameters()]))
 def test_a_failed_load_leaves_the_model_bit_identical(kind, key):

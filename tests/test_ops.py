@@ -14,41 +14,23 @@ import operator
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import minilora
 from minilora import Tensor, no_grad, unbroadcast
-from minilora.gradcheck import gradcheck, vjp_check
+from minilora.testing import (arrays as values, away_from_zero, axes as axis_and_keepdims,
+                              broadcast_targets, broadcastable_shapes as two_broadcastable,
+                              examples, gradcheck, separated, shapes, vjp_check)
 
 pytestmark = pytest.mark.autograd
 
-shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4)
+shapes = shapes()
 
 
 def T(a) -> Tensor:
     """A float64 leaf (gradcheck turns requires_grad on itself)."""
     return Tensor(np.array(a, dtype=np.float64))
-
-
-def values(shape, lo=-2.0, hi=2.0):
-    return hnp.arrays(np.float64, shape, elements=st.floats(lo, hi))
-
-
-def away_from_zero(shape, lo=0.5, hi=2.0):
-    return hnp.arrays(np.float64, shape, elements=st.floats(lo, hi) | st.floats(-hi, -lo))
-
-
-def separated(shape):
-    """Distinct values at least 0.01 apart and from 0: max has no ties and relu no kink
-    within a finite-difference step."""
-    n = math.prod(shape)
-    ints = st.lists(st.integers(-300, 300).filter(bool), min_size=n, max_size=n, unique=True)
-    return ints.map(lambda v: np.array(v, dtype=np.float64).reshape(shape) / 100)
-
-
-def two_broadcastable(max_dims=3):
-    return hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=max_dims, max_side=3)
 
 
 # -- elementwise arithmetic, broadcasting included ------------------------------------------
@@ -206,16 +188,6 @@ def test_getitem_repeated_rows_and_mixed_index():
 
 
 # -- reductions -------------------------------------------------------------------------------
-@st.composite
-def axis_and_keepdims(draw, ndim):
-    """None, one axis (negative allowed) or a non-empty tuple of distinct axes."""
-    if ndim == 0:
-        return None, draw(st.booleans())
-    one = st.integers(-ndim, ndim - 1)
-    many = st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim, unique=True).map(tuple)
-    return draw(st.none() | one | many), draw(st.booleans())
-
-
 REDUCTIONS = {"sum": (Tensor.sum, np.sum), "mean": (Tensor.mean, np.mean),
               "max": (Tensor.max, np.max)}
 
@@ -371,16 +343,7 @@ def test_detach_item_numpy():
 
 
 # -- the unbroadcast law ----------------------------------------------------------------------
-@st.composite
-def shape_and_broadcast_target(draw):
-    """A target shape and a shape that broadcasts to it (fewer leading axes, some sizes 1)."""
-    target = draw(shapes)
-    lead = draw(st.integers(0, len(target)))
-    shape = tuple(1 if draw(st.booleans()) else n for n in target[lead:])
-    return shape, target
-
-
-@given(shape_and_broadcast_target(), st.integers(0, 2 ** 32 - 1))
+@given(broadcast_targets(), st.integers(0, 2 ** 32 - 1))
 def test_unbroadcast_is_the_adjoint_of_broadcasting(pair, seed):
     """⟨unbroadcast(G, s), X⟩ = ⟨G, broadcast_to(X, target)⟩, and ones sum to counts."""
     shape, target = pair
@@ -531,7 +494,7 @@ trees = st.recursive(
     max_leaves=8)
 
 
-@settings(max_examples=60)
+@examples(60)
 @given(tree=trees, leaf_shapes=st.lists(st.sampled_from(LEAF_SHAPES), min_size=N_LEAVES,
                                         max_size=N_LEAVES), seed=st.integers(0, 2 ** 32 - 1))
 def test_random_expressions_match_complex_step_reference(tree, leaf_shapes, seed):
@@ -566,7 +529,7 @@ def test_random_expressions_match_complex_step_reference(tree, leaf_shapes, seed
 
 
 @given(data=st.data())
-@settings(max_examples=10)
+@examples(10)
 def test_vjp_check_agrees_on_a_composite(data):
     """The cheap one-number check (used on whole models) holds where gradcheck does."""
     sa, sb = data.draw(two_broadcastable(max_dims=2)).input_shapes

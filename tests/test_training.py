@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from minilora import Tensor
@@ -15,6 +15,7 @@ from minilora.nn import Module, Parameter
 from minilora.optim import (SGD, AdamW, get_cosine_schedule_with_warmup,
                             get_linear_schedule_with_warmup)
 from minilora.train import evaluate, train
+from minilora.testing import examples
 
 pytestmark = pytest.mark.nn
 
@@ -146,7 +147,7 @@ def run_optimizer(make, p0, grads):
     return p.data
 
 
-@settings(max_examples=10)
+@examples(10)
 @given(st.integers(0, 2 ** 32 - 1), st.floats(1e-3, 0.5), st.floats(0.0, 0.95),
        st.floats(0.0, 0.1))
 def test_sgd_with_momentum_matches_the_reference(seed, lr, momentum, weight_decay):
@@ -157,7 +158,7 @@ def test_sgd_with_momentum_matches_the_reference(seed, lr, momentum, weight_deca
                                rtol=1e-12, atol=1e-14)
 
 
-@settings(max_examples=10)
+@examples(10)
 @given(st.integers(0, 2 ** 32 - 1), st.floats(1e-4, 0.1), st.floats(0.0, 0.2))
 def test_adamw_matches_the_reference(seed, lr, weight_decay):
     gen = np.random.default_rng(seed)

@@ -15,7 +15,6 @@ from hypothesis.extra import numpy as hnp
 
 from minilora import backend
 from minilora import quantize as Q
-from minilora.gradcheck import gradcheck
 from minilora.linear4bit import BitsAndBytesConfig, Linear4bit, Params4bit, quantize_model, \
     weight_bytes
 from minilora.lora import LoraConfig, get_lora_model
@@ -25,6 +24,7 @@ from minilora.model import GPT, GPTConfig
 from minilora.nn import Linear
 from minilora.optim import AdamW
 from minilora.tensor import Tensor
+from minilora.testing import gradcheck, quantizable_weights as weights
 
 pytestmark = pytest.mark.lora
 
@@ -34,14 +34,6 @@ NF4_PUBLISHED = [-1.0, -0.6961928009986877, -0.5250730514526367, -0.394917488098
                  0.33791524171829224, 0.44070982933044006, 0.5626170039176941,
                  0.7229568362236023, 1.0]
 TYPES = list(Q.QUANT_TYPES)
-
-
-def weights(max_rows=12, max_cols=70):
-    """float32 matrices with values spread over six orders of magnitude (and exact zeros)."""
-    value = st.one_of(st.just(0.0), st.floats(2.0 ** -10, 2.0 ** 10, width=32).flatmap(
-        lambda v: st.sampled_from([v, -v])))
-    shape = st.tuples(st.integers(1, max_rows), st.integers(1, max_cols))
-    return shape.flatmap(lambda s: hnp.arrays(np.float32, s, elements=value))
 
 
 def half_largest_gap(code) -> float:
