@@ -39,17 +39,28 @@ def test_llama2_7b_numbers():
     assert acc.lora_parameters(arch, every, 8) == 20_277_248
 
 
+@pytest.mark.law(lesson=6)
 @given(d=st.integers(8, 512), layers=st.integers(1, 8), r=st.integers(1, 64))
 def test_square_matrices_cost_2_L_d_r(d, layers, r):
-    """2 · L̂ · d_model · r for L̂ = (layers × targets) square d_model × d_model matrices."""
+    """LoRA on L̂ = (layers × targets) square d_model × d_model matrices trains 2 · L̂ · d_model ·
+    r parameters: the budget Table 5 holds fixed.
+
+    Source: Hu et al. 2021, Section 4.1 and Table 5 (the 18M budget).
+    """
     arch = acc.Architecture("x", d, layers, 4 * d, 100)
     for targets in (["q_proj"], ["q_proj", "v_proj"], list(acc.ATTENTION)):
         assert acc.lora_parameters(arch, targets, r) == 2 * layers * len(targets) * d * r
 
 
+@pytest.mark.law(lesson=5)
 @given(vocab=st.integers(5, 80), block=st.integers(2, 40), layers=st.integers(1, 3),
        heads=st.integers(1, 4), per_head=st.integers(1, 8), bias=st.booleans())
 def test_calculator_counts_a_real_model_exactly(vocab, block, layers, heads, per_head, bias):
+    """The calculator's closed-form parameter counts (the base, and LoRA on all-linear at r = 1)
+    equal the counts of a real GPT built from the same config.
+
+    Source: Hu et al. 2021, Section 4.1 (|Θ| = r·(d + k) per matrix); the GPT-2 architecture.
+    """
     cfg = GPTConfig(vocab_size=vocab, block_size=block, n_layer=layers, n_head=heads,
                     n_embd=heads * per_head, bias=bias)
     model = GPT(cfg)

@@ -19,8 +19,14 @@ pytestmark = pytest.mark.analysis
 shapes = subspace_shapes()
 
 
+@pytest.mark.law(lesson=7)
 @given(shapes, st.data())
 def test_phi_matches_principal_angles(shape, data):
+    """φ(A1, A2, i, j) = ‖U1[:, :i]ᵀ U2[:, :j]‖²_F / min(i, j) ∈ [0, 1] equals the mean squared
+    cosine of the principal angles between the top-i and top-j right-singular subspaces.
+
+    Source: Hu et al. 2021, Section 7.2, Eq. 4; Björck and Golub 1973 (principal angles).
+    """
     k, r1, r2, seed = shape
     i, j = data.draw(st.integers(1, r1)), data.draw(st.integers(1, r2))
     rng = np.random.default_rng(seed)
@@ -31,8 +37,13 @@ def test_phi_matches_principal_angles(shape, data):
     assert phi == pytest.approx(np.mean(np.cos(angles) ** 2), abs=1e-9)
 
 
+@pytest.mark.law(lesson=7)
 @given(shapes)
 def test_phi_is_symmetric_for_equal_sizes(shape):
+    """φ(A1, A2, i, i) = φ(A2, A1, i, i).
+
+    Source: Hu et al. 2021, Section 7.2, Eq. 4 (‖Mᵀ‖_F = ‖M‖_F).
+    """
     k, r1, r2, seed = shape
     rng = np.random.default_rng(seed)
     A1, A2 = rng.standard_normal((r1, k)), rng.standard_normal((r2, k))
@@ -41,8 +52,14 @@ def test_phi_is_symmetric_for_equal_sizes(shape):
             pytest.approx(analysis.subspace_similarity(A2, A1, i, i), abs=1e-9)
 
 
+@pytest.mark.law(lesson=7)
 @given(shapes)
 def test_phi_is_one_for_nested_subspaces(shape):
+    """φ = 1 when one subspace contains the other: rows of A1 in the row space of A2 give φ(A1, A2,
+    r1, r2) = 1, and φ(A, A, r, r) = 1.
+
+    Source: Hu et al. 2021, Section 7.2 ("φ = 1 represents a complete overlap of subspaces").
+    """
     k, r1, r2, seed = shape
     r1 = min(r1, r2)
     rng = np.random.default_rng(seed)
@@ -83,8 +100,14 @@ def test_phi_rejects_out_of_range(i, j):
         analysis.subspace_similarity(A, np.eye(8), i, j)
 
 
+@pytest.mark.law(lesson=7)
 @given(st.integers(4, 20), st.integers(1, 4), st.integers(0, 2**32 - 1))
 def test_projection_of_w_on_its_own_top_r_is_the_largest(n, r, seed):
+    """‖U_rᵀ W V_r‖_F with W's own top-r singular vectors is √(σ₁² + … + σ_r²), no smaller than
+    with ΔW's or random ones (Ky Fan), and the amplification factor is ‖ΔW‖_F / ‖U_rᵀ W V_r‖_F.
+
+    Source: Hu et al. 2021, Section 7.3 and Table 7; Ky Fan 1951.
+    """
     rng = np.random.default_rng(seed)
     W, delta = rng.standard_normal((n, n + 2)), rng.standard_normal((n, n + 2))
     row = analysis.delta_w_projections(W, delta, r, seed=seed)
@@ -105,8 +128,15 @@ def test_amplification_of_a_rank_one_update():
     assert analysis.amplification_factor(W, delta, 1) == pytest.approx(3.0 / s[4])
 
 
+@pytest.mark.law(lesson=8)
 @given(st.integers(6, 24), st.integers(0, 2**32 - 1))
 def test_no_intruders_in_w_itself_or_a_tiny_perturbation(n, seed):
+    """W has no intruder dimensions relative to itself, nor does W + E for E far below W's
+    singular-value gaps.
+
+    Source: Shuttleworth et al. 2024, "LoRA vs Full Fine-tuning: An Illusion of Equivalence",
+    Section 3 (intruder dimensions).
+    """
     rng = np.random.default_rng(seed)
     W, _ = known_svd(n, n, rng)
     assert analysis.intruder_dimensions(W, W, k=n) == 0

@@ -32,9 +32,14 @@ def np_log_softmax(z, axis=-1):
 
 
 # -- gelu -------------------------------------------------------------------------------------
+@pytest.mark.law(lesson=2)
 @given(shapes, seeds)
 def test_gelu_is_the_tanh_approximation(shape, seed):
-    """GPT-2's GELU: 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³))), not the erf form."""
+    """GELU(x) = 0.5·x·(1 + tanh(√(2/π)(x + 0.044715 x³))) (GPT-2's tanh form, not the erf form),
+    with backward equal to central differences.
+
+    Source: Hendrycks and Gimpel 2016 (GELU); the GPT-2 reference code.
+    """
     x = normal(shape, seed, 3.0)
     expected = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
     np.testing.assert_allclose(F.gelu(T(x)).data, expected, rtol=1e-13, atol=1e-15)
@@ -42,9 +47,15 @@ def test_gelu_is_the_tanh_approximation(shape, seed):
 
 
 # -- softmax and log_softmax ------------------------------------------------------------------
+@pytest.mark.law(lesson=2)
 @pytest.mark.parametrize("fn", [F.softmax, F.log_softmax])
 @given(shape=shapes, seed=seeds, data=st.data())
 def test_softmax_gradients_and_values(fn, shape, seed, data):
+    """softmax and log_softmax along any axis equal exp/log of the shifted log-sum-exp reference,
+    and backward equals central differences.
+
+    Source: the definitions softmax(z)ᵢ = e^{zᵢ} / Σⱼ e^{zⱼ}, log_softmax = z − log Σ e^z.
+    """
     dim = data.draw(st.integers(-len(shape), len(shape) - 1))
     x = normal(shape, seed, 2.0)
     logp = np_log_softmax(x, dim)
@@ -53,9 +64,14 @@ def test_softmax_gradients_and_values(fn, shape, seed, data):
     assert gradcheck(lambda t: fn(t, dim), [T(x)])
 
 
+@pytest.mark.law(lesson=2)
 @given(shapes, seeds, st.floats(-1e4, 1e4))
 def test_softmax_is_shift_invariant(shape, seed, c):
-    """softmax(x + c) = softmax(x): the max-shift keeps exp() from overflowing."""
+    """softmax(x + c) = softmax(x) for every constant c (|c| ≤ 10⁴): the shift that keeps exp()
+    from overflowing changes nothing.
+
+    Source: the definition of softmax (e^{c} cancels).
+    """
     x = normal(shape, seed)
     np.testing.assert_allclose(F.softmax(T(x + c)).data, F.softmax(T(x)).data,
                                rtol=1e-8, atol=1e-12)
@@ -82,8 +98,14 @@ def np_cross_entropy(logits, targets, ignore_index=-100):
     return -picked.mean() if valid.any() else 0.0
 
 
+@pytest.mark.law(lesson=2)
 @given(logits_and_targets())
 def test_cross_entropy_matches_reference_and_gradcheck(pair):
+    """cross_entropy(z, t) = −mean over non-ignored positions of log_softmax(z)[t] (sum with
+    reduction="sum"), with backward equal to central differences.
+
+    Source: the definition of cross-entropy; PyTorch's ``F.cross_entropy`` (ignore_index = −100).
+    """
     logits, targets = pair
     loss = F.cross_entropy(T(logits), targets)
     np.testing.assert_allclose(loss.item(), np_cross_entropy(logits, targets), rtol=1e-12,
@@ -92,10 +114,14 @@ def test_cross_entropy_matches_reference_and_gradcheck(pair):
     assert gradcheck(lambda z: F.cross_entropy(z, targets, reduction="sum"), [T(logits)])
 
 
+@pytest.mark.law(lesson=2)
 @given(logits_and_targets(), seeds)
 def test_ignored_positions_contribute_nothing(pair, seed):
-    """Changing the logits where the target is ignored changes neither the loss nor any
-    gradient, and the gradient at those positions is exactly zero."""
+    """Changing the logits where the target is ignore_index changes neither the loss nor any
+    gradient, and the gradient there is exactly zero.
+
+    Source: PyTorch's ``ignore_index`` semantics for ``F.cross_entropy``.
+    """
     logits, targets = pair
     ignored = targets == -100
     other = logits.copy()
@@ -137,8 +163,14 @@ def np_layer_norm(x, w, b, eps=1e-5):
     return (x - mu) / np.sqrt(var + eps) * w + b
 
 
+@pytest.mark.law(lesson=2)
 @given(shapes, seeds)
 def test_layer_norm_matches_reference_and_gradcheck(shape, seed):
+    """layer_norm(x) = (x − mean) / √(var + ε) · w + b over the last axis (biased variance), with
+    backward equal to central differences.
+
+    Source: Ba et al. 2016 (layer normalization); PyTorch's ``F.layer_norm``.
+    """
     gen = np.random.default_rng(seed)
     x, w, b = gen.normal(size=shape), gen.normal(size=shape[-1:]), gen.normal(size=shape[-1:])
     C = shape[-1]
@@ -154,18 +186,28 @@ def test_layer_norm_refuses_a_shape_that_is_not_the_last_axis():
 
 
 # -- dropout ----------------------------------------------------------------------------------
+@pytest.mark.law(lesson=2)
 @given(st.floats(0.0, 0.9), seeds)
 def test_dropout_in_eval_is_the_identity(p, seed):
+    """In eval mode dropout(x, p) = x exactly, for every p.
+
+    Source: Srivastava et al. 2014 (inverted dropout: no rescaling at test time).
+    """
     x = T(normal((3, 4), seed))
     y = F.dropout(x, p, training=False, generator=Generator(seed))
     np.testing.assert_array_equal(y.data, x.data)
 
 
+@pytest.mark.law(lesson=2)
 @examples(10)
 @given(st.floats(0.05, 0.9), seeds)
 def test_dropout_zeroes_about_p_and_rescales_the_rest(p, seed):
-    """Each entry is zeroed with probability p, so the zero fraction of 20,000 entries lies
-    within 6 standard deviations of p; survivors are scaled by 1/(1-p) so E[y] = x."""
+    """In training, each entry is zeroed with probability p (the zero fraction of 20,000 entries
+    lies within 6 standard deviations of p) and survivors are scaled by 1/(1 − p), so E[dropout(x)]
+    = x.
+
+    Source: Srivastava et al. 2014 (inverted dropout).
+    """
     x = np.abs(normal((20_000,), seed)) + 0.1
     y = F.dropout(T(x), p, training=True, generator=Generator(seed)).data
     dropped = y == 0
@@ -190,9 +232,13 @@ def test_dropout_refuses_p_outside_0_1():
 
 
 # -- embedding --------------------------------------------------------------------------------
+@pytest.mark.law(lesson=2)
 @given(st.integers(1, 6), st.integers(1, 4), hnp.array_shapes(max_dims=2, max_side=6), seeds)
 def test_embedding_gradient_sums_repeated_rows(V, D, index_shape, seed):
-    """Rows picked k times receive k gradients (hypothesis repeats indices often, V is small)."""
+    """embedding(idx, W) = W[idx], and a row picked k times receives the sum of its k gradients.
+
+    Source: calculus (a lookup is a gather; its adjoint a scatter-add).
+    """
     gen = np.random.default_rng(seed)
     idx = gen.integers(0, V, index_shape)
     w = gen.normal(size=(V, D))
@@ -224,9 +270,15 @@ def np_attention(q, k, v, causal):
     return np.exp(np_log_softmax(s)) @ v
 
 
+@pytest.mark.law(lesson=2)
 @pytest.mark.parametrize("causal", [False, True])
 @given(data=st.data())
 def test_attention_matches_reference_and_gradcheck(causal, data):
+    """scaled_dot_product_attention(q, k, v) = softmax(q kᵀ / √d + mask) v (mask −∞ above the
+    diagonal when causal), batch axes broadcasting, with backward equal to central differences.
+
+    Source: Vaswani et al. 2017, Eq. 1; PyTorch's ``F.scaled_dot_product_attention``.
+    """
     q, k, v = data.draw(qkv(causal))
     out = F.scaled_dot_product_attention(T(q), T(k), T(v), is_causal=causal)
     np.testing.assert_allclose(out.data, np_attention(q, k, v, causal), rtol=1e-12, atol=1e-14)
@@ -240,10 +292,14 @@ def test_attention_refuses_leading_axes_that_do_not_broadcast():
         F.scaled_dot_product_attention(q, k, k)
 
 
+@pytest.mark.law(lesson=2)
 @given(data=st.data())
 def test_causal_attention_never_looks_ahead(data):
-    """Output row t is a function of rows ≤ t only: new values after t leave it bit-identical,
-    and its gradient with respect to every later row is exactly zero."""
+    """With is_causal, output row t depends on rows ≤ t only: new values after t leave it
+    bit-identical and give zero gradient to the later inputs.
+
+    Source: Vaswani et al. 2017, Section 3.2.3 (masked self-attention in the decoder).
+    """
     q, k, v = data.draw(qkv(causal=True))
     t = data.draw(st.integers(0, q.shape[-2] - 1))
     later = (Ellipsis, slice(t + 1, None), slice(None))
@@ -261,10 +317,15 @@ def test_causal_attention_never_looks_ahead(data):
 
 
 # -- linear -----------------------------------------------------------------------------------
+@pytest.mark.law(lesson=2)
 @given(hnp.array_shapes(min_dims=0, max_dims=2, max_side=3), st.integers(1, 4),
        st.integers(1, 4), seeds)
 def test_linear_matches_reference_and_gradcheck(lead, n_in, n_out, seed):
-    """y = x Wᵀ + b over any leading axes, W of shape (out, in) as in PyTorch."""
+    """linear(x, W, b) = x Wᵀ + b over any leading axes, W of shape (out, in), with backward equal
+    to central differences (with and without b).
+
+    Source: PyTorch's ``F.linear`` layout; the paper's h = W0 x.
+    """
     gen = np.random.default_rng(seed)
     x, w, b = gen.normal(size=lead + (n_in,)), gen.normal(size=(n_out, n_in)), \
         gen.normal(size=(n_out,))

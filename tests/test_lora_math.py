@@ -35,9 +35,16 @@ class OneLinear(Module):
 
 
 # -- initialization: B = 0 means "no change" -------------------------------------------------
+@pytest.mark.law(lesson=3)
 @given(shape=lora_shapes(), init=st.sampled_from([True, "gaussian"]), rslora=st.booleans(),
        alpha=alphas, bias=st.booleans(), three_d=st.booleans(), seed=seeds)
 def test_zero_B_leaves_a_linear_bit_identical(shape, init, rslora, alpha, bias, three_d, seed):
+    """At initialization B = 0 (A random), so ΔW = s B A = 0 and the LoRA layer's output is
+    bit-identical to W0 x + b, for every shape, scaling rule and init of A.
+
+    Source: Hu et al. 2021, Section 4.1 ("zero initialization for B, so ΔW = BA is zero at the
+    beginning of training").
+    """
     m, n, r = shape
     rng = np.random.default_rng(seed)
     x = inputs(rng, n, (2, 3) if three_d else (4,))
@@ -53,10 +60,16 @@ def test_zero_B_leaves_a_linear_bit_identical(shape, init, rslora, alpha, bias, 
     assert y.shape == y0.shape and y.tobytes() == y0.tobytes()
 
 
+@pytest.mark.law(lesson=3)
 @pytest.mark.filterwarnings("error::UserWarning")  # r <= 8 = min(in, out) of every Linear here
 @examples(6)
 @given(config=lora_configs(), seed=seeds)
 def test_zero_B_leaves_a_gpt_bit_identical(config, seed):
+    """For every drawn LoraConfig (r, α, targets, init, rsLoRA, dropout, bias): injecting LoRA into
+    a GPT leaves its logits bit-identical.
+
+    Source: Hu et al. 2021, Section 4.1 (B = 0 at the start).
+    """
     gpt = tiny_gpt(seed % 1000)
     idx = np.random.default_rng(seed).integers(0, 11, (2, 6))
     logits0 = gpt(idx).data.copy()
@@ -65,9 +78,14 @@ def test_zero_B_leaves_a_gpt_bit_identical(config, seed):
     assert lm(idx).data.tobytes() == logits0.tobytes()
 
 
+@pytest.mark.law(lesson=3)
 @given(shape=lora_shapes(), init=st.sampled_from([True, "gaussian"]), alpha=alphas, seed=seeds)
 def test_first_step_dA_is_exactly_zero_and_dB_is_not(shape, init, alpha, seed):
-    """At B = 0: ∂L/∂A = s Bᵀ G = 0 exactly, ∂L/∂B = s G Aᵀ ≠ 0 (for a generic loss)."""
+    """At B = 0: ∂L/∂A = s Bᵀ G = 0 exactly and ∂L/∂B = s G Aᵀ ≠ 0 for a generic loss; W0 gets no
+    gradient at all.
+
+    Source: Hu et al. 2021, Section 4.1 (B = 0, A random); the gradient identity ∂L/∂A = s BᵀG.
+    """
     m, n, r = shape
     rng = np.random.default_rng(seed)
     layer = lora_linear(m, n, r, seed, alpha=alpha, init=init)
@@ -79,11 +97,17 @@ def test_first_step_dA_is_exactly_zero_and_dB_is_not(shape, init, alpha, seed):
     assert layer.base_layer.weight.grad is None  # W0 is frozen: no gradient work at all
 
 
+@pytest.mark.law(lesson=3)
 @examples(4)
 @given(case=gpts_with_adapters(lora_configs(
     r=st.just(2), target_modules=st.sampled_from([["q_proj", "v_proj"], "all-linear"]),
     lora_dropout=st.just(0.0))), seed=seeds)
 def test_first_step_on_a_gpt_every_dA_is_zero_every_dB_is_not(case, seed):
+    """On a GPT at initialization, every adapted layer has ∂L/∂A = 0 exactly and ∂L/∂B ≠ 0, and no
+    frozen parameter receives a gradient.
+
+    Source: Hu et al. 2021, Section 4.1.
+    """
     rng = np.random.default_rng(seed)
     lm, idx = case.model, case.idx
     tgt = rng.integers(0, 11, (2, 6))
@@ -95,10 +119,16 @@ def test_first_step_on_a_gpt_every_dA_is_zero_every_dB_is_not(case, seed):
     assert all(p.grad is None for p in lm.model.parameters() if not p.requires_grad)
 
 
+@pytest.mark.law(lesson=3)
 @examples(5)
 @given(r=st.sampled_from([1, 2, 4, 16]), n=st.integers(1500, 2500), seed=seeds)
 def test_gaussian_init_has_std_one_over_r(r, n, seed):
-    """A ~ N(0, 1/r²) entrywise: sample std within 10% (≥ 6 standard errors for N ≥ 1500)."""
+    """init_lora_weights="gaussian": A ~ N(0, 1/r²) entrywise (sample std within 10%, mean within 6
+    standard errors), B = 0.
+
+    Source: PEFT's ``LoraLayer.reset_lora_parameters`` ("gaussian"); Hu et al. 2021, Section 4.1
+    (random Gaussian A).
+    """
     A, B = factors(lora_linear(3, n, r, seed, init="gaussian"))
     a = A.data.ravel()
     assert abs(a.std() * r - 1) < 0.10
@@ -106,10 +136,15 @@ def test_gaussian_init_has_std_one_over_r(r, n, seed):
     assert not np.any(B.data)
 
 
+@pytest.mark.law(lesson=3)
 @examples(5)
 @given(r=st.sampled_from([1, 2, 8]), n=st.integers(1500, 2500), seed=seeds)
 def test_kaiming_uniform_init_bounds(r, n, seed):
-    """True: A ~ U(−1/√n, 1/√n) (a = √5), so |A| ≤ 1/√n, filling the interval; std = bound/√3."""
+    """init_lora_weights=True: A ~ U(−1/√n, 1/√n) (Kaiming-uniform, a = √5), filling the interval,
+    with std = bound/√3; B = 0.
+
+    Source: loralib and PEFT's default initialization (``nn.init.kaiming_uniform_(a=√5)``).
+    """
     A, B = factors(lora_linear(3, n, r, seed, init=True))
     a, bound = A.data.ravel(), 1 / math.sqrt(n)
     assert np.all(np.abs(a) <= bound)
@@ -118,8 +153,14 @@ def test_kaiming_uniform_init_bounds(r, n, seed):
     assert not np.any(B.data)
 
 
+@pytest.mark.law(lesson=3)
 @given(shape=lora_shapes(), seed=seeds)
 def test_init_false_gives_a_nonzero_update(shape, seed):
+    """init_lora_weights=False: B is random too, so ΔW ≠ 0 and the output differs from the base
+    layer's.
+
+    Source: PEFT's ``init_lora_weights=False`` (a non-identity start, for tests).
+    """
     m, n, r = shape
     rng = np.random.default_rng(seed)
     layer = lora_linear(m, n, r, seed, init=False)
@@ -128,10 +169,17 @@ def test_init_false_gives_a_nonzero_update(shape, seed):
     assert np.any(layer(x).data != layer.base_layer(x).data)
 
 
+@pytest.mark.law(lesson=9)
 @given(shape=lora_shapes(extra_rank=0), alpha=alphas, rslora=st.booleans(), seed=seeds)
 def test_pissa_init_keeps_the_output_and_spans_the_top_singular_subspaces(shape, alpha, rslora,
                                                                           seed):
-    """PiSSA: s B A = U_r Σ_r V_rᵀ (top-r of W0), base = the residual, so W_res + s B A = W0."""
+    """PiSSA: s B A = U_r Σ_r V_rᵀ (the top-r part of W0), the base keeps the residual W_res = W0 −
+    s B A, so W_res + s B A = W0 and the output is unchanged; B spans U_r, A spans V_r, W_res has
+    singular values σ_{r+1}, σ_{r+2}, ….
+
+    Source: Meng et al. 2024, "PiSSA: Principal Singular Values and Singular Vectors Adaptation",
+    Section 3.
+    """
     m, n, r = shape
     rng = np.random.default_rng(seed)
     base = Linear(n, m, generator=Generator(seed), dtype="float64")
@@ -155,9 +203,14 @@ def test_pissa_init_keeps_the_output_and_spans_the_top_singular_subspaces(shape,
 
 
 # -- the gradient identity -------------------------------------------------------------------
+@pytest.mark.law(lesson=3)
 @given(shape=lora_shapes(), alpha=alphas, rslora=st.booleans(), three_d=st.booleans(), seed=seeds)
 def test_gradients_of_A_and_B_are_s_BT_G_and_s_G_AT(shape, alpha, rslora, three_d, seed):
-    """G = ∂L/∂ΔW, taken from a full-weight Linear holding W0 + ΔW and the same loss."""
+    """With G = ∂L/∂ΔW (from a full-weight Linear holding W0 + ΔW and the same loss): ∂L/∂B = s G
+    Aᵀ and ∂L/∂A = s Bᵀ G, for any loss, shape and scaling.
+
+    Source: Hu et al. 2021, Section 4.1 (ΔW = s B A and the chain rule).
+    """
     m, n, r = shape
     rng = np.random.default_rng(seed)
     layer = lora_linear(m, n, r, seed, alpha=alpha, rslora=rslora)
@@ -179,8 +232,14 @@ def test_gradients_of_A_and_B_are_s_BT_G_and_s_G_AT(shape, alpha, rslora, three_
 
 
 # -- merging ---------------------------------------------------------------------------------
+@pytest.mark.law(lesson=3)
 @given(shape=lora_shapes(), alpha=alphas, rslora=st.booleans(), seed=seeds)
 def test_merge_agrees_with_unmerged_and_unmerge_restores_W0(shape, alpha, rslora, seed):
+    """merge stores W = W0 + s B A; the merged layer's output equals the unmerged one's (and does
+    not read B any more); unmerge restores W0 to rounding.
+
+    Source: Hu et al. 2021, Section 4.1 ("No additional inference latency": W = W0 + BA).
+    """
     m, n, r = shape
     rng = np.random.default_rng(seed)
     layer = lora_linear(m, n, r, seed, alpha=alpha, rslora=rslora)
@@ -260,8 +319,13 @@ def test_train_and_eval_never_merge(shape, seed):
 
 
 # -- rank and size ---------------------------------------------------------------------------
+@pytest.mark.law(lesson=3)
 @given(shape=lora_shapes(), alpha=alphas, seed=seeds)
 def test_rank_of_the_update_is_at_most_r(shape, alpha, seed):
+    """rank(ΔW) ≤ r, and random factors reach min(r, m, n): r is a real budget, not only a bound.
+
+    Source: Hu et al. 2021, Section 4.1 (ΔW = BA, B ∈ R^{d×r}, A ∈ R^{r×k}).
+    """
     m, n, r = shape
     layer = lora_linear(m, n, r, seed, alpha=alpha)
     randomize(layer, np.random.default_rng(seed))
@@ -270,8 +334,15 @@ def test_rank_of_the_update_is_at_most_r(shape, alpha, seed):
     assert rank == min(r, m, n)  # and random factors reach it: r is a real budget, not a bound
 
 
+@pytest.mark.law(lesson=3)
 @given(shape=lora_shapes(), alpha=alphas, seed=seeds)
 def test_rslora_scales_by_alpha_over_sqrt_r(shape, alpha, seed):
+    """s = α/r by default and s = α/√r with use_rslora; ΔW = s B A and the layer's output moves by
+    x (s B A)ᵀ.
+
+    Source: Hu et al. 2021, Section 4.1 (α/r); Kalajdzievski 2023, "A Rank Stabilization Scaling
+    Factor for Fine-Tuning with LoRA" (α/√r).
+    """
     m, n, r = shape
     rng = np.random.default_rng(seed)
     plain = lora_linear(m, n, r, seed, alpha=alpha)
@@ -291,12 +362,16 @@ def test_rslora_scales_by_alpha_over_sqrt_r(shape, alpha, seed):
 
 
 # -- r = min(m, n): LoRA is full fine-tuning --------------------------------------------------
+@pytest.mark.law(lesson=4)
 @given(m=dims, n=dims, alpha=alphas, rslora=st.booleans(), seed=seeds)
 def test_full_rank_lora_expresses_every_update(m, n, alpha, rslora, seed):
-    """(a) For every ΔW there are B, A with r = min(m, n) and s B A = ΔW.
+    """For r = min(m, n), every ΔW is some s B A: B = I, A = ΔW/s (m ≤ n; else A = I), or by the
+    SVD B = U√Σ, A = √Σ Vᵀ/s.
 
     Identity argument: B = I, A = ΔW / s when m ≤ n (else A = I, B = ΔW / s). SVD argument:
     ΔW = U Σ Vᵀ, B = U √Σ, A = √Σ Vᵀ / s. Both are loaded into a real layer and checked.
+
+    Source: Hu et al. 2021, Section 4.1 ("A Generalization of Full Fine-tuning").
     """
     rng = np.random.default_rng(seed)
     r = min(m, n)
@@ -317,9 +392,14 @@ def test_full_rank_lora_expresses_every_update(m, n, alpha, rslora, seed):
                  scale=forward_scale(x.data, layer.base_layer.weight.data, None, dW))
 
 
+@pytest.mark.law(lesson=4)
 @given(m=st.integers(2, 12), n=st.integers(2, 12), data=st.data(), seed=seeds)
 def test_below_the_rank_the_best_error_is_the_eckart_young_tail(m, n, data, seed):
-    """(a) For r < rank(ΔW) no s B A equals ΔW: min ‖ΔW − s B A‖_F = √(σ²_{r+1} + …)."""
+    """For r < rank(ΔW): min over B, A of ‖ΔW − s B A‖_F = √(σ²_{r+1} + … ), attained by the
+    truncated SVD; random factorizations, and the best B for a random A, never do better.
+
+    Source: Eckart and Young 1936; Hu et al. 2021, Section 4.1 (LoRA's rank budget).
+    """
     rng = np.random.default_rng(seed)
     r = data.draw(st.integers(1, min(m, n) - 1))
     dW = rng.standard_normal((m, n))
@@ -350,15 +430,19 @@ def _xent_loss(rng, N, m):
     return lambda y: F.cross_entropy(y, targets)
 
 
+@pytest.mark.law(lesson=4)
 @given(m=dims, n=dims, steps=st.integers(1, 6), alpha=alphas, rslora=st.booleans(),
        lr=st.floats(0.01, 0.3), loss_kind=st.sampled_from([_mlp_loss, _xent_loss]), seed=seeds)
 def test_full_rank_lora_follows_the_full_fine_tuning_trajectory(m, n, steps, alpha, rslora, lr,
                                                                 loss_kind, seed):
-    """(b) With B = I frozen and A trained (m ≤ n; A = I frozen and B trained when m > n),
-    LoRA's SGD moves W0 + s B A exactly as full fine-tuning's SGD moves W0 + ΔW, step by step,
-    when full fine-tuning uses the learning rate lr · s².
+    """At r = min(m, n) with B = I frozen and A trained (A = I and B trained when m > n), LoRA's
+    SGD at lr η moves W0 + s B A exactly as full fine-tuning's SGD at lr η s² moves W, step by
+    step; W0 itself never moves.
 
     Why s²: ΔW = s A, so ∂L/∂A = s · G, and a step A ← A − lr · s G moves ΔW by −lr · s² · G.
+
+    Source: Hu et al. 2021, Section 4.1 ("A Generalization of Full Fine-tuning"), made exact: ΔW =
+    s A, so a step A ← A − η s G moves ΔW by −η s² G.
     """
     rng = np.random.default_rng(seed)
     r, N = min(m, n), 7
@@ -406,13 +490,15 @@ def _least_squares_problem(rng, m, n, r_top):
     return X, dW_star, noise, sigma
 
 
+@pytest.mark.law(lesson=4)
 @examples(12)
 @given(m=dims, n=dims, below=st.booleans(), seed=seeds)
 def test_full_rank_lora_reaches_the_full_fine_tuning_optimum(m, n, below, seed):
-    """(c) Least squares (see ``_least_squares_problem``). From the standard init (Kaiming A,
-    B = 0), gradient descent on A, B reaches full fine-tuning's optimal loss at r = min(m, n)
-    (1e-6 relative), and at r < rank(ΔW*) it stops at the Eckart–Young bound L* + tail², with
-    ΔW equal to the truncated SVD of ΔW*.
+    """On least squares with isotropic loss: gradient descent on A, B from the standard init
+    reaches full fine-tuning's optimal loss at r = min(m, n) (1e-6 relative), and at r < rank(ΔW*)
+    stops at L* + Σ_{i>r} σᵢ², with ΔW the truncated SVD of ΔW*.
+
+    Source: Hu et al. 2021, Section 4.1; Eckart and Young 1936.
     """
     rng = np.random.default_rng(seed)
     k = min(m, n)
@@ -457,9 +543,16 @@ def peft_lora_grads(x, A, B, scaling, dropout_mask, C):
     return scaling * (C2 @ B).T @ u, scaling * C2.T @ (u @ A.T)
 
 
+@pytest.mark.law(lesson=3)
 @given(shape=lora_shapes(), alpha=alphas, rslora=st.booleans(),
        p=st.sampled_from([0.0, 0.1, 0.5]), three_d=st.booleans(), seed=seeds)
 def test_matches_peft_formulas(shape, alpha, rslora, p, three_d, seed):
+    """The layer computes PEFT's lora.Linear: y = x W0ᵀ + b + (dropout(x) Aᵀ Bᵀ)·s, with ∂L/∂B =
+    s·Cᵀ h and ∂L/∂A = s·(C B)ᵀ u (u = dropout(x), h = u Aᵀ, L = Σ C ⊙ y); merge gives W0 + s B A.
+
+    Source: PEFT ``tuners/lora/layer.py`` (``Linear.forward``, ``get_delta_weight``); Hu et al.
+    2021, Section 4.1.
+    """
     m, n, r = shape
     rng = np.random.default_rng(seed)
     layer = lora_linear(m, n, r, seed, alpha=alpha, rslora=rslora, dropout=p)

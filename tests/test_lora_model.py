@@ -18,8 +18,8 @@ from minilora.lora import LoraConfig, LoraLinear, LoraModel, get_lora_model
 from minilora.nn import Linear
 from minilora.optim import SGD
 from minilora.tensor import Tensor
-from minilora.testing import (TinyMLP, assert_close, combination_weights, examples, seeds, tiny_gpt, tiny_mlps,
-                              two_adapters)
+from minilora.testing import (TinyMLP, assert_close, combination_weights, examples, seeds,
+                              tiny_gpt, tiny_mlps, two_adapters)
 
 pytestmark = [pytest.mark.lora,
               # r > min(m, n) on skinny layers is intended here; one test checks the warning.
@@ -76,11 +76,19 @@ def linear_paths(model):
 
 
 # -- injection -------------------------------------------------------------------------------
+@pytest.mark.law(lesson=3)
 @examples(8)
 @given(targets=st.sampled_from([["q_proj", "v_proj"], ["k_proj"], "all-linear",
                                 ["lm_head", "down_proj"], ["layers.1.attn.o_proj"],
                                 r"layers\.0\..*_proj"]), r=st.integers(1, 4), seed=seeds)
 def test_injection_wraps_exactly_the_targets_and_freezes_everything_else(targets, r, seed):
+    """get_lora_model wraps exactly the Linear layers that target_modules names (by suffix, by
+    regex, or all-linear without lm_head), with A (r, in) and B (out, r); the only trainable
+    parameters are the A's and B's.
+
+    Source: Hu et al. 2021, Section 4.1 (W0 frozen, only A, B trained); PEFT's target_modules
+    matching.
+    """
     build, _ = gpt_case(seed)
     model = build()
     names = linear_paths(model)
@@ -100,9 +108,16 @@ def test_injection_wraps_exactly_the_targets_and_freezes_everything_else(targets
         assert layer.lora_B["default"].weight.shape == (layer.out_features, r)
 
 
+@pytest.mark.law(lesson=5)
 @examples(10)
 @given(case=tiny_mlps(), r=st.integers(1, 4), bias=st.sampled_from(["none", "all", "lora_only"]))
 def test_trainable_count_is_r_times_m_plus_n_per_adapted_matrix(case, r, bias):
+    """LoRA on an m × n matrix trains r·(m + n) parameters (plus the adapted biases with
+    bias="all"/"lora_only"), and print_trainable_parameters prints PEFT's line.
+
+    Source: Hu et al. 2021, Section 4.1 (|Θ| = r·(d + k) per matrix); PEFT's
+    ``print_trainable_parameters``.
+    """
     build, _ = case
     base_total = build().num_parameters()
     lm = get_lora_model(build(), LoraConfig(r=r, target_modules=["up_proj", "down_proj"],
@@ -119,11 +134,15 @@ def test_trainable_count_is_r_times_m_plus_n_per_adapted_matrix(case, r, bias):
                    f"trainable%: {100 * trainable / total:.4f}"
 
 
+@pytest.mark.law(lesson=5)
 @examples(4)
 @given(r=st.integers(1, 8), seed=seeds)
 def test_trainable_count_on_a_gpt(r, seed):
-    """q_proj, v_proj (C × C each): 2 · L · r · 2C; all-linear adds k, o (C × C) and the MLP
-    (C × 2C, 2C × C): L · r · (4 · 2C + 2 · 3C); lm_head is not a target of "all-linear"."""
+    """On a GPT with L blocks of width C: q_proj, v_proj cost 2·L·r·2C; all-linear costs L·r·(4·2C
+    + 2·3C) (lm_head excluded).
+
+    Source: Hu et al. 2021, Section 4.1 (|Θ| = 2·L̂·d_model·r for square matrices).
+    """
     L, C = 2, 8
     qv = get_lora_model(tiny_gpt(seed), LoraConfig(r=r, target_modules=["q_proj", "v_proj"]))
     assert qv.get_nb_trainable_parameters()[0] == 2 * L * r * 2 * C
@@ -131,11 +150,17 @@ def test_trainable_count_on_a_gpt(r, seed):
     assert every.get_nb_trainable_parameters()[0] == L * r * (4 * 2 * C + 2 * 3 * C)
 
 
+@pytest.mark.law(lesson=3)
 @examples(8)
 @given(r=st.integers(1, 4), rq=st.integers(1, 4), r1=st.integers(1, 4),
        alpha=st.sampled_from([1.0, 4.0, 16.0]), av=st.sampled_from([0.5, 3.0]),
        rslora=st.booleans(), seed=seeds)
 def test_rank_and_alpha_patterns_override_per_module(r, rq, r1, alpha, av, rslora, seed):
+    """With rank_pattern and alpha_pattern, each module gets its own r_p and α_p (first matching
+    pattern, else the defaults), A of shape (r_p, in), and s = α_p/r_p (α_p/√r_p with rsLoRA).
+
+    Source: PEFT's ``LoraConfig.rank_pattern`` / ``alpha_pattern``.
+    """
     lm = get_lora_model(tiny_gpt(seed), LoraConfig(
         r=r, lora_alpha=alpha, use_rslora=rslora, target_modules="all-linear",
         rank_pattern={"q_proj": rq, r"layers\.1\.attn\.v_proj": r1}, alpha_pattern={"v_proj": av}))
@@ -149,9 +174,14 @@ def test_rank_and_alpha_patterns_override_per_module(r, rq, r1, alpha, av, rslor
                                             else want_alpha / want_r)
 
 
+@pytest.mark.law(lesson=3)
 @given(n=st.integers(1, 3), extra=st.integers(1, 3), seed=seeds)
 def test_rank_above_min_dimension_is_allowed_with_a_warning(n, extra, seed):
-    """r > min(m, n) is valid (ΔW still has rank ≤ min(m, n)) but adds no expressivity."""
+    """r > min(m, n) is allowed (with a warning): B = 0 still leaves the output bit-identical, and
+    ΔW still has rank ≤ min(m, n).
+
+    Source: Hu et al. 2021, Section 4.1 (rank(BA) ≤ min(d, k, r)).
+    """
     build = lambda: TinyMLP(n, 6, 6, seed % 1000)
     x = Tensor(np.random.default_rng(seed).standard_normal((4, n)))
     y0 = out(build(), x)
@@ -183,10 +213,16 @@ def test_pissa_above_min_dimension_is_refused_before_any_change(n, extra, seed):
     assert snapshot(base) == before
 
 
+@pytest.mark.law(lesson=9)
 @examples(4)
 @given(r=st.integers(1, 8), seed=seeds)
 def test_pissa_on_a_gpt_starts_exactly_at_the_base_model(r, seed):
-    """PiSSA moves W0's top-r part into B A: the model's function is unchanged at init."""
+    """PiSSA on every linear layer of a GPT: the model's output is unchanged at init, each base
+    keeps W0's tail (top singular value σ_{r+1}), W_res + s B A = W0, and merge_and_unload gives
+    the base's output.
+
+    Source: Meng et al. 2024, "PiSSA", Section 3.
+    """
     build, idx = gpt_case(seed)
     base = build()
     y0 = out(base, idx)
@@ -203,9 +239,16 @@ def test_pissa_on_a_gpt_starts_exactly_at_the_base_model(r, seed):
 
 
 # -- merging ---------------------------------------------------------------------------------
+@pytest.mark.law(lesson=3)
 @examples(6)
 @given(seed=seeds, rslora=st.booleans())
 def test_merge_agrees_unmerge_restores_and_merge_and_unload_returns_plain_linears(seed, rslora):
+    """On a GPT: the adapted output equals a base with W ← W0 + ΔW; merge stores W0 + ΔW, unmerge
+    restores W0; merge_and_unload returns plain Linear layers, the same parameter names, the same
+    output.
+
+    Source: Hu et al. 2021, Section 4.1 (no additional inference latency).
+    """
     build, idx = gpt_case(seed)
     y_base = out(build(), idx)
     lm = get_lora_model(build(), LoraConfig(r=3, lora_alpha=5, init_lora_weights=False,
@@ -237,9 +280,15 @@ def test_merge_agrees_unmerge_restores_and_merge_and_unload_returns_plain_linear
     assert_close(out(plain, idx), y)
 
 
+@pytest.mark.law(lesson=3)
 @examples(10)
 @given(case=tiny_mlps(), seed=seeds)
 def test_unload_gives_back_the_base_model(case, seed):
+    """unload removes every LoRA layer without merging: the result is the base model, its output
+    bit-identical.
+
+    Source: PEFT's ``LoraModel.unload``.
+    """
     build, x = case
     y_base = out(build(), x)
     lm = get_lora_model(build(), LoraConfig(r=2, init_lora_weights=False,
@@ -330,9 +379,15 @@ def test_add_set_and_delete_adapters(case, seed):
     assert out(lm, x).tobytes() == out(build(), x).tobytes()
 
 
+@pytest.mark.law(lesson=3)
 @examples(10)
 @given(case=tiny_mlps(), seed=seeds)
 def test_only_the_active_adapter_trains(case, seed):
+    """With several adapters, only the active adapter's A and B are trainable, receive gradients
+    and move; every other parameter stays bit-identical after a step.
+
+    Source: Hu et al. 2021, Section 4.1 (W0 frozen); PEFT's ``set_adapter``.
+    """
     build, x = case
     lm = two_adapters(build, seed)
     lm.set_adapter("b")
@@ -375,11 +430,18 @@ def test_disable_adapter_runs_the_base_model_inside_the_block_only(case, seed):
     assert snapshot(lm) == before
 
 
+@pytest.mark.law(lesson=3)
 @examples(10)
 @given(case=tiny_mlps(), seed=seeds, switches=st.lists(st.sampled_from("ab"), min_size=1,
                                                           max_size=5))
 def test_switching_a_merged_model_between_adapters_and_back_restores_W0(case, seed, switches):
-    """Section 4.2: switch tasks on a merged model by subtracting B A and adding B' A'."""
+    """On a merged model, switching tasks (unmerge: subtract s B A; merge another: add s B' A')
+    gives W0 + ΔW' each time; merging two at once gives W0 + ΔW_a + ΔW_b; the last unmerge restores
+    W0.
+
+    Source: Hu et al. 2021, Section 4.1 ("switch to another downstream task … by subtracting BA and
+    then adding a different B'A'").
+    """
     build, x = case
     lm = two_adapters(build, seed)
     W0 = {p: layer.base_layer.weight.data.copy() for p, layer in lm.lora_layers()}
@@ -409,9 +471,16 @@ def test_switching_a_merged_model_between_adapters_and_back_restores_W0(case, se
         assert_close(layer.base_layer.weight.data, W0[p], scale=size[p])
 
 
+@pytest.mark.law(lesson=3)
 @examples(15)
-@given(case=tiny_mlps(), seed=seeds, w=st.tuples(combination_weights, combination_weights), rslora=st.booleans())
+@given(case=tiny_mlps(), seed=seeds, w=st.tuples(combination_weights, combination_weights),
+       rslora=st.booleans())
 def test_cat_combination_is_exactly_the_weighted_sum_of_deltas(case, seed, w, rslora):
+    """add_weighted_adapter "cat": ΔW_cat = w_a ΔW_a + w_b ΔW_b exactly (A, B stacked, rank r_a +
+    r_b), and the model computes W0 + ΔW_cat.
+
+    Source: PEFT's ``LoraModel.add_weighted_adapter`` (combination_type="cat").
+    """
     build, x = case
     lm = two_adapters(build, seed, ra=2, rb=3, use_rslora=rslora)
     lm.add_weighted_adapter(["a", "b"], list(w), "cat", combination_type="cat")
@@ -427,11 +496,18 @@ def test_cat_combination_is_exactly_the_weighted_sum_of_deltas(case, seed, w, rs
     assert_close(out(lm, x), out(with_deltas(build, want), x))
 
 
+@pytest.mark.law(lesson=3)
 @examples(15)
-@given(case=tiny_mlps(), seed=seeds, w=st.tuples(combination_weights, combination_weights), k=st.integers(1, 6),
+@given(case=tiny_mlps(), seed=seeds, w=st.tuples(combination_weights, combination_weights),
+       k=st.integers(1, 6),
        rslora=st.booleans())
 def test_svd_combination_is_the_best_rank_k_approximation_of_the_weighted_sum(case, seed, w, k,
                                                                               rslora):
+    """add_weighted_adapter "svd" with rank k: ΔW_svd has rank ≤ k and ‖M − ΔW_svd‖_F = √(Σ_{i>k}
+    σᵢ(M)²) for M = w_a ΔW_a + w_b ΔW_b (the truncated SVD when unique).
+
+    Source: PEFT's ``add_weighted_adapter`` (combination_type="svd"); Eckart and Young 1936.
+    """
     build, _ = case
     lm = two_adapters(build, seed, ra=2, rb=3, use_rslora=rslora)
     lm.add_weighted_adapter(["a", "b"], list(w), "svd", combination_type="svd", svd_rank=k)
@@ -448,12 +524,16 @@ def test_svd_combination_is_the_best_rank_k_approximation_of_the_weighted_sum(ca
             assert_close(got, (U[:, :kk] * S[:kk]) @ Vh[:kk], 1e-8, scale=S[0])
 
 
+@pytest.mark.law(lesson=3)
 @examples(15)
 @given(case=tiny_mlps(), seed=seeds, w=st.tuples(st.floats(0, 2), st.floats(0, 2)),
        rslora=st.booleans())
 def test_linear_combination_follows_its_formula(case, seed, w, rslora):
-    """"linear" (PEFT's): A = Σ √(w_i s_i) A_i, B = Σ √(w_i s_i) B_i, scaling 1 (not
-    Σ w_i ΔW_i: cross terms); with one adapter's weight zero it is exactly w ΔW of the other."""
+    """add_weighted_adapter "linear": A = Σ √(wᵢ sᵢ) Aᵢ, B = Σ √(wᵢ sᵢ) Bᵢ, scaling 1 — not Σ wᵢ
+    ΔWᵢ (cross terms); with one weight zero it is exactly w ΔW of the other.
+
+    Source: PEFT's ``add_weighted_adapter`` (combination_type="linear").
+    """
     build, _ = case
     lm = two_adapters(build, seed, ra=2, rb=2, use_rslora=rslora)
     lm.add_weighted_adapter(["a", "b"], list(w), "lin", combination_type="linear")

@@ -33,10 +33,17 @@ def loss(model):
     return F.cross_entropy(model(IDX), TARGETS)
 
 
+@pytest.mark.law(lesson=2)
 @examples(5)
 @given(st.integers(0, 2 ** 16))
 def test_vjp_check_on_every_parameter(seed):
-    """One random direction through all parameters at once, for the loss and for the logits."""
+    """For the whole GPT (every parameter jittered so that each one matters): ⟨Jᵀu, v⟩ from
+    backward equals the directional difference d/dε ⟨u, f(θ + ε v)⟩, for the loss and for the
+    logits.
+
+    Source: calculus (the adjoint identity), applied to the GPT-2 architecture (Radford et al.
+    2019).
+    """
     model = tiny_gpt(seed)
     params = list(model.parameters())
     assert vjp_check(lambda *_: loss(model), params, seed=seed)
@@ -58,11 +65,15 @@ def test_forward_shape_and_dtype():
     assert logits.shape == (2, 5, 7) and logits.dtype == np.float64
 
 
+@pytest.mark.law(lesson=2)
 @examples(10)
 @given(st.integers(0, 4), st.integers(0, 2 ** 16))
 def test_the_model_is_causal(t, seed):
-    """Logits at position t are a function of tokens 0..t: changing later tokens does not
-    move them."""
+    """The logits at position t are a function of tokens 0..t: changing later tokens leaves them
+    bit-identical.
+
+    Source: Radford et al. 2018/2019 (a decoder-only language model with masked self-attention).
+    """
     model = tiny_gpt()
     other = IDX.copy()
     other[:, t + 1:] = np.random.default_rng(seed).integers(0, 7, other[:, t + 1:].shape)
@@ -94,10 +105,15 @@ def test_greedy_is_deterministic_and_picks_the_argmax():
         np.testing.assert_array_equal(a[:, 3 + step], model(context).data[:, -1].argmax(-1))
 
 
+@pytest.mark.law(lesson=2)
 @examples(5)
 @given(st.integers(0, 2 ** 16), st.floats(0.1, 3.0))
 def test_top_k_1_is_greedy(seed, temperature):
-    """With one candidate left, sampling at any temperature has no choice to make."""
+    """generate with top_k = 1 picks argmax of the logits at every step, for any temperature.
+
+    Source: the definition of top-k sampling (Fan et al. 2018): with one candidate there is no
+    choice.
+    """
     model = tiny_gpt()
     greedy = model.generate(IDX[:, :2], max_new_tokens=5, temperature=0)
     sampled = model.generate(IDX[:, :2], max_new_tokens=5, temperature=temperature, top_k=1,

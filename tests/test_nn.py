@@ -211,9 +211,14 @@ def test_requires_grad_freezes_and_unfreezes_a_subtree():
 
 
 # -- layers -----------------------------------------------------------------------------------
+@pytest.mark.law(lesson=2)
 @given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 2 ** 32 - 1))
 def test_linear_layout_and_init_bounds(n_in, n_out, seed):
-    """weight (out_features, in_features); W and b ~ U(−1/√in, 1/√in), PyTorch's default."""
+    """Linear(in, out).weight is (out, in), and W, b ~ U(−1/√in, 1/√in): every entry within the
+    bound, the range filled.
+
+    Source: PyTorch's ``nn.Linear.reset_parameters`` (Kaiming-uniform with a = √5).
+    """
     layer = Linear(n_in, n_out, generator=Generator(seed))
     assert layer.weight.shape == (n_out, n_in) and layer.bias.shape == (n_out,)
     bound = 1 / math.sqrt(n_in)

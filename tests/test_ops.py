@@ -34,39 +34,65 @@ def T(a) -> Tensor:
 
 
 # -- elementwise arithmetic, broadcasting included ------------------------------------------
+@pytest.mark.law(lesson=1)
 @pytest.mark.parametrize("op", [operator.add, operator.sub, operator.mul])
 @given(data=st.data())
 def test_add_sub_mul_gradients_broadcast(op, data):
-    """d(a ∘ b) summed back over broadcast axes, for every pair of broadcastable shapes."""
+    """For broadcastable a, b and ∘ ∈ {+, −, ·}: backward of a ∘ b equals its central differences,
+    the gradient summed back over the broadcast axes (unbroadcast).
+
+    Source: calculus (the definition of the derivative); NumPy's broadcasting rules.
+    """
     sa, sb = data.draw(two_broadcastable()).input_shapes
     assert gradcheck(op, [T(data.draw(values(sa))), T(data.draw(values(sb)))])
 
 
+@pytest.mark.law(lesson=1)
 @given(data=st.data())
 def test_div_gradient_broadcast(data):
+    """For broadcastable a, b with |b| ≥ 0.5: ∂(a/b)/∂a = 1/b and ∂(a/b)/∂b = −a/b², broadcast
+    back, equal central differences.
+
+    Source: calculus (the quotient rule); NumPy's broadcasting rules.
+    """
     sa, sb = data.draw(two_broadcastable()).input_shapes
     assert gradcheck(operator.truediv, [T(data.draw(values(sa))), T(data.draw(away_from_zero(sb)))])
 
 
+@pytest.mark.law(lesson=1)
 @given(data=st.data())
 def test_tensor_pow_tensor_gradient(data):
-    """a ** b with a positive base: d/da = b a^(b−1), d/db = a^b log a, both broadcast."""
+    """For a > 0: ∂(a^b)/∂a = b·a^(b−1) and ∂(a^b)/∂b = a^b·log a, both broadcast, equal central
+    differences.
+
+    Source: calculus (the power rule and d/db e^(b log a)).
+    """
     sa, sb = data.draw(two_broadcastable()).input_shapes
     a, b = data.draw(values(sa, 0.5, 2.0)), data.draw(values(sb, -2.0, 2.0))
     assert gradcheck(operator.pow, [T(a), T(b)])
 
 
+@pytest.mark.law(lesson=1)
 @pytest.mark.parametrize("exponent", [2, 3, 2.0, -1.0])
 @given(data=st.data())
 def test_pow_by_integer_gradient_any_sign(exponent, data):
-    """Integer exponents are defined for negative bases too."""
+    """For an integer exponent n and any x ≠ 0 (negative included): d(xⁿ)/dx = n·x^(n−1), equal to
+    central differences.
+
+    Source: calculus (the power rule).
+    """
     x = data.draw(away_from_zero(data.draw(shapes), 0.2))
     assert gradcheck(lambda t: t ** exponent, [T(x)])
 
 
+@pytest.mark.law(lesson=1)
 @pytest.mark.parametrize("exponent", [0.5, -1.5, 1.7])
 @given(data=st.data())
 def test_pow_by_real_gradient_positive_base(exponent, data):
+    """For a real exponent p and x > 0: d(x^p)/dx = p·x^(p−1), equal to central differences.
+
+    Source: calculus (the power rule).
+    """
     x = data.draw(values(data.draw(shapes), 0.3, 3.0))
     assert gradcheck(lambda t: t ** exponent, [T(x)])
 
@@ -96,11 +122,16 @@ SCALAR_LEFT = {
 }
 
 
+@pytest.mark.law(lesson=1)
 @pytest.mark.parametrize("name", sorted(SCALAR_LEFT))
 @given(data=st.data())
 def test_scalar_on_the_left(name, data):
-    """Reflected operators (``__rsub__``, ``__rtruediv__``, ``__rpow__``) give the same values
-    as NumPy and correct gradients."""
+    """Reflected operators (c − x, c / x, c ** x, …) give NumPy's values to 1e-15 and gradients
+    equal to central differences.
+
+    Source: calculus; Python's reflected-operator protocol (``__rsub__``, ``__rtruediv__``,
+    ``__rpow__``).
+    """
     fn, strategy = SCALAR_LEFT[name]
     x = data.draw(strategy(data.draw(shapes)))
     np.testing.assert_allclose(fn(T(x)).data, fn(x), rtol=1e-15)
@@ -108,9 +139,15 @@ def test_scalar_on_the_left(name, data):
 
 
 # -- matrix product ---------------------------------------------------------------------------
+@pytest.mark.law(lesson=1)
 @given(data=st.data())
 def test_matmul_gradient(data):
-    """NumPy's matmul rules: 1-D operands act as a row / a column, batch axes broadcast."""
+    """For a @ b under NumPy's matmul rules (1-D operands as a row or a column, batch axes
+    broadcast): the value is NumPy's, ∂/∂a = G bᵀ and ∂/∂b = aᵀ G (unbroadcast), equal to central
+    differences.
+
+    Source: calculus (the product rule for matrices); NumPy's matmul semantics.
+    """
     sa, sb = data.draw(hnp.mutually_broadcastable_shapes(
         signature=np.matmul.signature, max_dims=2, max_side=3)).input_shapes
     a, b = data.draw(values(sa)), data.draw(values(sb))
@@ -144,9 +181,15 @@ UNARY = {
 }
 
 
+@pytest.mark.law(lesson=1)
 @pytest.mark.parametrize("name", sorted(UNARY))
 @given(data=st.data())
 def test_unary_value_and_gradient(name, data):
+    """neg, exp, log, tanh, relu and sqrt, each inside its well-conditioned domain: values equal
+    NumPy's to 1e-15 and backward equals central differences.
+
+    Source: calculus (each function's derivative).
+    """
     fn, reference, strategy = UNARY[name]
     x = data.draw(strategy(data.draw(shapes)))
     np.testing.assert_allclose(fn(T(x)).data, reference(x), rtol=1e-15)
@@ -154,9 +197,14 @@ def test_unary_value_and_gradient(name, data):
 
 
 # -- indexing ---------------------------------------------------------------------------------
+@pytest.mark.law(lesson=1)
 @given(data=st.data())
 def test_getitem_basic_gradient(data):
-    """Slices, integers, None and Ellipsis: the gradient lands where the entries came from."""
+    """Basic indexing (slices, integers, None, Ellipsis): x[i] equals NumPy's, and the gradient
+    lands where the entries came from (zero elsewhere).
+
+    Source: calculus (indexing is linear: its adjoint scatters); NumPy's basic indexing.
+    """
     shape = data.draw(shapes)
     index = data.draw(hnp.basic_indices(shape, allow_newaxis=True))
     x = data.draw(values(shape))
@@ -164,9 +212,14 @@ def test_getitem_basic_gradient(data):
     assert gradcheck(lambda t: t[index], [T(x)])
 
 
+@pytest.mark.law(lesson=1)
 @given(data=st.data())
 def test_getitem_integer_arrays_gradient(data):
-    """Integer-array indices may repeat an entry; its gradient is the sum over the repeats."""
+    """Integer-array indexing, repeats included: the gradient of an entry picked k times is the sum
+    of its k incoming gradients.
+
+    Source: calculus (the adjoint of a gather is a scatter-add); NumPy's advanced indexing.
+    """
     shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=3, max_side=4))
     index = data.draw(hnp.integer_array_indices(
         shape, result_shape=hnp.array_shapes(min_dims=1, max_dims=2, max_side=5)))
@@ -192,9 +245,15 @@ REDUCTIONS = {"sum": (Tensor.sum, np.sum), "mean": (Tensor.mean, np.mean),
               "max": (Tensor.max, np.max)}
 
 
+@pytest.mark.law(lesson=1)
 @pytest.mark.parametrize("name", sorted(REDUCTIONS))
 @given(data=st.data())
 def test_reduction_value_and_gradient(name, data):
+    """sum, mean and max over any axes (keepdims or not): values equal NumPy's and backward equals
+    central differences (max drawn without ties).
+
+    Source: calculus (the derivatives of sum, mean and max away from ties).
+    """
     fn, reference = REDUCTIONS[name]
     shape = data.draw(shapes)
     axis, keepdims = data.draw(axis_and_keepdims(len(shape)))
@@ -214,8 +273,14 @@ def test_max_shares_the_gradient_among_ties():
 
 
 # -- shape ------------------------------------------------------------------------------------
+@pytest.mark.law(lesson=1)
 @given(data=st.data())
 def test_reshape_gradient(data):
+    """reshape is a permutation-free relabelling: its value is NumPy's and its gradient is the
+    incoming gradient reshaped back.
+
+    Source: calculus (a linear map's adjoint).
+    """
     shape = data.draw(shapes)
     target = data.draw(st.sampled_from([(-1,), tuple(reversed(shape)), (1, math.prod(shape)),
                                         shape + (1,)]))
@@ -225,8 +290,14 @@ def test_reshape_gradient(data):
     assert gradcheck(lambda t: t.reshape(*target), [T(x)])
 
 
+@pytest.mark.law(lesson=1)
 @given(data=st.data())
 def test_permute_gradient(data):
+    """permute(dims): its value is NumPy's transpose and its gradient is the incoming gradient
+    permuted by the inverse permutation.
+
+    Source: calculus (a linear map's adjoint).
+    """
     shape = data.draw(shapes)
     dims = tuple(data.draw(st.permutations(range(len(shape)))))
     x = data.draw(values(shape))
@@ -234,8 +305,14 @@ def test_permute_gradient(data):
     assert gradcheck(lambda t: t.permute(dims), [T(x)])
 
 
+@pytest.mark.law(lesson=1)
 @given(data=st.data())
 def test_transpose_T_mT_gradient(data):
+    """transpose(d0, d1), .T and .mT equal NumPy's swapaxes, .T, .mT, and backward equals central
+    differences.
+
+    Source: calculus (a linear map's adjoint); NumPy's axis conventions.
+    """
     shape = data.draw(hnp.array_shapes(min_dims=2, max_dims=4, max_side=3))
     d0, d1 = data.draw(st.integers(-len(shape), len(shape) - 1)), data.draw(
         st.integers(-len(shape), len(shape) - 1))
@@ -247,9 +324,14 @@ def test_transpose_T_mT_gradient(data):
         assert gradcheck(fn, [T(x)])
 
 
+@pytest.mark.law(lesson=1)
 @given(data=st.data())
 def test_cat_and_stack_gradient(data):
-    """Concatenation splits the gradient back into the pieces; stack is cat on a new axis."""
+    """cat splits the gradient back into the pieces along its axis; stack is cat on a new axis;
+    both equal NumPy's values and central differences.
+
+    Source: calculus (a linear map's adjoint).
+    """
     shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=3, max_side=3))
     dim = data.draw(st.integers(-len(shape), len(shape) - 1))
     sizes = data.draw(st.lists(st.integers(1, 3), min_size=1, max_size=3))
@@ -343,9 +425,15 @@ def test_detach_item_numpy():
 
 
 # -- the unbroadcast law ----------------------------------------------------------------------
+@pytest.mark.law(lesson=1)
 @given(broadcast_targets(), st.integers(0, 2 ** 32 - 1))
 def test_unbroadcast_is_the_adjoint_of_broadcasting(pair, seed):
-    """⟨unbroadcast(G, s), X⟩ = ⟨G, broadcast_to(X, target)⟩, and ones sum to counts."""
+    """⟨unbroadcast(G, s), X⟩ = ⟨G, broadcast_to(X, target)⟩ for every X of shape s broadcasting to
+    target, and unbroadcast of ones counts the copies: prod(target)/prod(s).
+
+    Source: linear algebra (summing over broadcast axes is the adjoint of broadcasting);
+    HIPS/autograd's unbroadcast.
+    """
     shape, target = pair
     gen = np.random.default_rng(seed)
     counted = unbroadcast(np.ones(target), shape)
@@ -494,15 +582,21 @@ trees = st.recursive(
     max_leaves=8)
 
 
+@pytest.mark.law(lesson=1)
 @examples(60)
 @given(tree=trees, leaf_shapes=st.lists(st.sampled_from(LEAF_SHAPES), min_size=N_LEAVES,
                                         max_size=N_LEAVES), seed=st.integers(0, 2 ** 32 - 1))
 def test_random_expressions_match_complex_step_reference(tree, leaf_shapes, seed):
-    """Values and gradients of a random composition agree with an independent reference.
+    """For a random composition of the engine's ops: values equal a NumPy evaluation, and gradients
+    equal the complex-step derivative Im f(x + i·h·eₖ)/h (h = 1e-20), an independent reference
+    exact to rounding, within 1e-6.
 
     The reference evaluates the same expression in NumPy on complex inputs x + i·h·eₖ: then
     Im f / h is ∂f/∂xₖ with no subtraction, so it is exact to rounding (h = 1e-20), and it
     shares no code with the engine's backward. Agreement is required to 1e-6 relative.
+
+    Source: Squire and Trapp 1998, "Using complex variables to estimate derivatives of real
+    functions" (the complex-step method).
     """
     gen = np.random.default_rng(seed)
     xs = [gen.uniform(-1.0, 1.0, size=s) for s in leaf_shapes]
@@ -528,10 +622,15 @@ def test_random_expressions_match_complex_step_reference(tree, leaf_shapes, seed
         np.testing.assert_allclose(grad, reference, rtol=1e-6, atol=1e-9 * scale)
 
 
+@pytest.mark.law(lesson=1)
 @given(data=st.data())
 @examples(10)
 def test_vjp_check_agrees_on_a_composite(data):
-    """The cheap one-number check (used on whole models) holds where gradcheck does."""
+    """⟨Jᵀu, v⟩ from backward equals d/dε ⟨u, f(x + ε v)⟩ by a central difference, for random
+    directions u, v: the one-number check used on whole models.
+
+    Source: calculus (the adjoint identity ⟨u, J v⟩ = ⟨Jᵀ u, v⟩); HIPS/autograd's VJP check.
+    """
     sa, sb = data.draw(two_broadcastable(max_dims=2)).input_shapes
     a, b = data.draw(values(sa)), data.draw(values(sb))
     assert vjp_check(lambda p, q: (p * q).tanh() + (p - q).exp(), [T(a), T(b)])

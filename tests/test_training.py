@@ -147,10 +147,16 @@ def run_optimizer(make, p0, grads):
     return p.data
 
 
+@pytest.mark.law(lesson=2)
 @examples(10)
 @given(st.integers(0, 2 ** 32 - 1), st.floats(1e-3, 0.5), st.floats(0.0, 0.95),
        st.floats(0.0, 0.1))
 def test_sgd_with_momentum_matches_the_reference(seed, lr, momentum, weight_decay):
+    """SGD with momentum μ and weight decay λ: b ← μ b + (g + λ p), p ← p − η b, step by step,
+    equal to a NumPy reference.
+
+    Source: PyTorch's ``torch.optim.SGD`` update rule (Sutskever et al. 2013 momentum).
+    """
     gen = np.random.default_rng(seed)
     p0, grads = gen.normal(size=(3, 4)), [gen.normal(size=(3, 4)) for _ in range(5)]
     ours = run_optimizer(lambda ps: SGD(ps, lr, momentum, weight_decay), p0, grads)
@@ -158,9 +164,16 @@ def test_sgd_with_momentum_matches_the_reference(seed, lr, momentum, weight_deca
                                rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.law(lesson=2)
 @examples(10)
 @given(st.integers(0, 2 ** 32 - 1), st.floats(1e-4, 0.1), st.floats(0.0, 0.2))
 def test_adamw_matches_the_reference(seed, lr, weight_decay):
+    """AdamW: p ← p − η λ p, then p ← p − η m̂ / (√v̂ + ε) with bias-corrected moments, step by
+    step, equal to a NumPy reference.
+
+    Source: Loshchilov and Hutter 2019 (decoupled weight decay), Algorithm 2; PyTorch's
+    ``torch.optim.AdamW``.
+    """
     gen = np.random.default_rng(seed)
     p0, grads = gen.normal(size=(3, 4)), [gen.normal(size=(3, 4)) for _ in range(5)]
     betas, eps = (0.9, 0.95), 1e-8

@@ -64,8 +64,14 @@ def test_fp4_int4_and_dynamic_code_books():
 
 
 # -- block-wise quantization ------------------------------------------------------------------
+@pytest.mark.law(lesson=9)
 @given(W=weights(), quant_type=st.sampled_from(TYPES), blocksize=st.sampled_from([2, 8, 64]))
 def test_nearest_code_and_error_bound(W, quant_type, blocksize):
+    """Block-wise 4-bit quantization: absmax is each block's max |w|, each w/absmax gets its
+    nearest code, and |ŵ − w| ≤ (half the largest code gap)·absmax.
+
+    Source: Dettmers et al. 2023, "QLoRA", Section 3 (block-wise k-bit quantization, NF4).
+    """
     packed, state = Q.quantize_4bit(W, blocksize, False, quant_type)
     idx = Q.unpack_4bit(packed)[:W.size].astype(np.int64)
     code = np.asarray(state.code, dtype=np.float64)
@@ -80,8 +86,15 @@ def test_nearest_code_and_error_bound(W, quant_type, blocksize):
     assert np.all(err.ravel() <= half_largest_gap(code) * a * (1 + 1e-6))
 
 
+@pytest.mark.law(lesson=9)
 @given(W=weights(), quant_type=st.sampled_from(TYPES))
 def test_quantizing_a_dequantized_weight_returns_the_same_codes(W, quant_type):
+    """Q(D(Q(w))) = Q(w): quantizing a dequantized weight returns the same codes and the same
+    absmax.
+
+    Source: Dettmers et al. 2023, "QLoRA", Section 3 (quantization to the nearest of a fixed code
+    book).
+    """
     packed, state = Q.quantize_4bit(W, 64, False, quant_type)
     again, state2 = Q.quantize_4bit(Q.dequantize_4bit(packed, state), 64, False, quant_type)
     np.testing.assert_array_equal(again, packed)
@@ -97,11 +110,15 @@ def test_packing_round_trip(idx):
     assert Q.pack_4bit(np.array([1, 2], np.uint8))[0] == 0x12  # first index: high nibble
 
 
+@pytest.mark.law(lesson=9)
 @given(seed=st.integers(0, 2 ** 32 - 1), rows=st.integers(1, 40), cols=st.integers(1, 300),
        quant_type=st.sampled_from(TYPES))
 def test_double_quantization_error_bound(seed, rows, cols, quant_type):
-    """|â − a| ≤ half a gap of the 8-bit code × the block's largest |a − mean|, and then
-    |w − ŵ| ≤ half a 4-bit gap × a + |â − a| (the 4-bit codes were chosen with the exact a)."""
+    """Double quantization: |â − a| ≤ (half an 8-bit code gap)·(the block's largest |a − mean|),
+    the 4-bit codes are unchanged, and |w − ŵ| ≤ (half a 4-bit gap)·a + |â − a|.
+
+    Source: Dettmers et al. 2023, "QLoRA", Section 3 (double quantization, 8-bit blocks of 256).
+    """
     rng = np.random.default_rng(seed)  # Gaussian rows of scales 10⁻³ … 10³: many blocks
     W = (rng.standard_normal((rows, cols)) * 10.0 ** rng.uniform(-3, 3, (rows, 1))).astype("f4")
     packed, exact = Q.quantize_4bit(W, 8, False, quant_type)
@@ -246,8 +263,15 @@ def test_dora_equals_lora_when_m_is_the_row_norm_of_the_adapted_weight():
     np.testing.assert_allclose(y_dora, layer(x).data, rtol=0, atol=1e-13)
 
 
+@pytest.mark.law(lesson=9)
 @given(seed=st.integers(0, 10 ** 6), m_scale=st.floats(0.1, 3.0))
 def test_dora_forward_merge_and_unmerge(seed, m_scale):
+    """DoRA: y = b + diag(m / ‖W0 + s B A‖_row)(W0 + s B A) x; merged, the layer computes the same;
+    unmerge restores W0.
+
+    Source: Liu et al. 2024, "DoRA: Weight-Decomposed Low-Rank Adaptation", Eq. 5 (PEFT's row-wise
+    norm).
+    """
     layer, x = dora_layer(seed=seed)
     magnitude = layer.lora_magnitude_vector["default"].weight
     magnitude.data = magnitude.data * m_scale * np.linspace(0.5, 1.5, 5)
@@ -320,8 +344,13 @@ def test_loraplus_groups_cover_the_trainable_parameters_once():
     assert [g["lr"] for g in opt.param_groups] == [1e-3, 16e-3]
 
 
+@pytest.mark.law(lesson=9)
 @given(r=st.integers(1, 64), alpha=st.floats(0.5, 64))
 def test_rslora_scaling(r, alpha):
+    """rsLoRA: s = α/√r for every r and α, and ΔW = (α/√r) B A.
+
+    Source: Kalajdzievski 2023, "A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA".
+    """
     assert lora_scaling(r, alpha, use_rslora=True) == pytest.approx(alpha / math.sqrt(r))
     layer = LoraLinear(Linear(8, 8, dtype="float64"), r=min(r, 8), lora_alpha=alpha,
                        use_rslora=True, init_lora_weights=False)
