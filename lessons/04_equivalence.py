@@ -14,10 +14,11 @@
 #   with learning rate $\eta s^2$;
 # - what $r < \mathrm{rank}(\Delta W)$ costs: the Eckart–Young tail
 #   $\sqrt{\sum_{i>r}\sigma_i^2}$;
-# - how to turn a theorem into an executable check.
+# - how to turn a theorem into an executable check, and into a law of your own with
+#   `minilora.testing` (and why $\alpha/\sqrt r$ keeps the first step's size independent of $r$).
 #
 # **Prerequisites**: lesson 03 ($\Delta W = s\,BA$ and its gradients); the singular value
-# decomposition.
+# decomposition. Section 5 uses hypothesis (`pip install 'minilora[test]'`).
 #
 # **Time**: runs in about 3 s (`MINILORA_FAST=1`: about 1.5 s); 30–45 minutes to read and do
 # the exercises.
@@ -229,6 +230,95 @@ moved = max(np.abs(layer.delta_weight()).max() for _, layer in lm.lora_layers())
 print(f"largest entry of any dW after {SGD_STEPS} steps: {moved:.3f}")
 
 # %% [markdown]
+# ## 5. Your own law
+#
+# Section 1 noted that, from LoRA's usual start, a step moves $\Delta W$ by
+# $-\eta s^2 (G A^\top A + B B^\top G)$ to first order. At the very first step this is exact:
+# $B = 0$ makes $\partial L/\partial A = s\,B^\top G = 0$, so $A$ does not move, while
+# $B_1 = -\eta\, s\, G A^\top$. Hence
+#
+# $$\Delta W_1 = s\,B_1 A = -\eta\, s^2\, G A^\top A \qquad (G = \partial L/\partial W \text{ at } W_0).$$
+#
+# A statement like this is a *law*: it must hold for every layer and every input, so we let
+# hypothesis draw them and search for a counterexample. `minilora.testing` holds the
+# strategies minilora's own laws are written with (here `lora_linears()`: a `LoraLinear` of
+# drawn shape, rank, alpha, scaling rule and initialization) and their assertions
+# (`assert_close` measures the error against the size of the terms). `docs/laws.md` lists every
+# law minilora proves, with its source; this one is its worked example. (`minilora.testing`
+# needs hypothesis: `pip install 'minilora[test]'`.)
+
+# %%
+from hypothesis import given, settings
+
+from minilora.testing import assert_close, factors, lora_linears, seeds
+
+LAW_EXAMPLES = 30 if FAST else 200
+
+
+@settings(max_examples=LAW_EXAMPLES, database=None)  # database=None: leave no .hypothesis/ behind
+@given(layer=lora_linears(), seed=seeds)
+def test_one_sgd_step_from_B_zero_moves_dW_by_minus_eta_s2_G_AtA(layer, seed):
+    """After one SGD step from B = 0: ΔW = −η s² G AᵀA, with G = ∂L/∂W at W0."""
+    rng, eta, s = np.random.default_rng(seed), 0.1, layer.scaling["default"]
+    x = Tensor(rng.standard_normal((5, layer.in_features)))  # (N, k)
+    C = Tensor(rng.standard_normal((5, layer.out_features)))  # (N, d)
+    A, B = factors(layer)  # (r, k), (d, r)
+    W0 = layer.base_layer.weight
+    W0.requires_grad = True  # only to read G = dL/dW0 from the same backward pass
+    A0 = A.data.copy()
+    (layer(x).tanh() * C).sum().backward()  # any loss of h = W0 x + s B A x
+    SGD([A, B], lr=eta).step()  # W0 is not in the optimizer: it stays frozen
+    G = W0.grad  # (d, k)
+    size = eta * s**2 * np.linalg.norm(G) * np.linalg.norm(A0) ** 2
+    assert_close(layer.delta_weight(), -eta * s**2 * G @ A0.T @ A0, scale=size)
+
+
+test_one_sgd_step_from_B_zero_moves_dW_by_minus_eta_s2_G_AtA()  # raises on a counterexample
+print(f"the first-step law held on {LAW_EXAMPLES} drawn layers")
+
+# %% [markdown]
+# **What the law says about $\alpha/r$ versus $\alpha/\sqrt r$.** To first order the first
+# step lowers the loss by $-\langle G, \Delta W_1\rangle = \eta s^2 \lVert G A^\top\rVert_F^2$.
+# With the default initialization ($A$ Kaiming-uniform, entries of variance $1/(3k)$), each of
+# $A$'s $r$ rows contributes about $\lVert G\rVert_F^2/(3k)$, so the descent is
+# $\eta s^2 \tfrac{r}{3k}\lVert G\rVert_F^2$. With $s = \alpha/r$ that is
+# $\eta\tfrac{\alpha^2}{3k r}\lVert G\rVert_F^2$, shrinking as the rank grows; with rsLoRA's
+# $s = \alpha/\sqrt r$ it is $\eta\tfrac{\alpha^2}{3k}\lVert G\rVert_F^2$ for every $r$. We
+# measure $-\langle G, \Delta W_1\rangle / (\eta \lVert G\rVert_F^2)$ after one real step.
+
+# %%
+from minilora import Generator
+from minilora.lora import LoraLinear
+from minilora.nn import Linear
+
+
+def first_step_descent(r, rslora, k=64, alpha=8.0, eta=0.1, n_seeds=10):
+    """Mean over seeds of -<G, dW_1> / (eta |G|_F^2) after one SGD step from B = 0."""
+    descents = []
+    for seed in range(n_seeds):
+        base = Linear(k, k, generator=Generator(seed), dtype="float64")
+        layer = LoraLinear(base, r=r, lora_alpha=alpha, use_rslora=rslora,
+                           generator=Generator(seed + 1))
+        base.weight.requires_grad = True  # to read G
+        data = np.random.default_rng(seed)
+        x, C = Tensor(data.standard_normal((16, k))), Tensor(data.standard_normal((16, k)))
+        (layer(x).tanh() * C).sum().backward()
+        SGD([layer.lora_A["default"].weight, layer.lora_B["default"].weight], lr=eta).step()
+        G = base.weight.grad  # (k, k)
+        descents.append(-np.sum(G * layer.delta_weight()) / (eta * np.sum(G * G)))
+    return float(np.mean(descents))
+
+
+k_in, alpha_step = 64, 8.0
+step_ranks = [1, 2, 4, 8, 16, 32, 64]
+descent = {rule: [first_step_descent(r, rule == "alpha/sqrt(r)") for r in step_ranks]
+           for rule in ("alpha/r", "alpha/sqrt(r)")}
+print(f"{'r':>3} {'alpha/r':>9} {'predicted':>10} {'alpha/sqrt(r)':>14} {'predicted':>10}")
+for i, r in enumerate(step_ranks):
+    print(f"{r:3d} {descent['alpha/r'][i]:9.4f} {alpha_step**2 / (3 * k_in * r):10.4f} "
+          f"{descent['alpha/sqrt(r)'][i]:14.4f} {alpha_step**2 / (3 * k_in):10.4f}")
+
+# %% [markdown]
 # ## Self-checks
 
 # %%
@@ -240,6 +330,10 @@ if not FAST:
     assert all(e <= t + 0.02 * sigma[0] for e, t in zip(trained, tail))  # and training gets there
 assert max(gaps) < 1e-10 and moved > 1e-3  # the same trajectory, and it really moved
 assert np.allclose(losses[0::2], losses[1::2], atol=1e-12)  # the same losses at every step
+predicted = alpha_step**2 / (3 * k_in)
+assert all(abs(d - predicted / r) < 0.2 * predicted / r  # alpha/r: the first step shrinks as 1/r
+           for d, r in zip(descent["alpha/r"], step_ranks))
+assert all(abs(d - predicted) < 0.2 * predicted for d in descent["alpha/sqrt(r)"])  # rsLoRA: flat
 print("all self-checks passed")
 
 # %% [markdown]
@@ -259,3 +353,10 @@ print("all self-checks passed")
 #    Eckart–Young error is below 10% of $\lVert \Delta W^*\rVert_F$. Then do the same for
 #    singular values that are all equal. Which of the two is a "low intrinsic rank" update,
 #    in the paper's sense, and which would need $r = \min(d, k)$?
+# 4. **Write a law of your own.** From any state (not only $B = 0$), one SGD step with
+#    learning rate $\eta$ moves $A \leftarrow A - \eta s B^\top G$ and $B \leftarrow B - \eta s G A^\top$
+#    at once. Expand $s\,B_1 A_1$ and write the exact law
+#    $\Delta W_1 - \Delta W_0 = -\eta s^2 (G A^\top A + B B^\top G) + \eta^2 s^3 G A^\top B^\top G$
+#    as a test in the style of section 5, over `lora_linears(trained=True)` (A and B both
+#    drawn, so $\Delta W_0 \ne 0$). Check that it fails when you drop the $\eta^2$ term, and
+#    say why first-order reasoning about LoRA's steps is only ever approximate.

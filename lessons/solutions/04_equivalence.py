@@ -140,3 +140,63 @@ flat = rank_needed(np.ones(n))
 print(f"rank needed for 10% error: sigma_i = 0.8^i -> r = {geometric};  all equal -> r = {flat}")
 assert geometric == int(np.ceil(np.log(0.1) / np.log(0.8)))  # 0.8^r < 0.1
 assert flat == 64  # sqrt((64 - r)/64) < 0.1 needs r > 63.36
+
+# %% [markdown]
+# ## 4. Write a law of your own
+#
+# One step from any $(A, B)$, both updated from the same gradient:
+# $B_1 = B - \eta s G A^\top$ and $A_1 = A - \eta s B^\top G$. Then
+#
+# $$s B_1 A_1 = s BA - \eta s^2 (B B^\top G + G A^\top A) + \eta^2 s^3 G A^\top B^\top G,$$
+#
+# exactly: the product of two factors that both moved has a second-order term. It is why
+# "LoRA's step is a preconditioned gradient step" holds only to first order in $\eta$; at
+# $B = 0$ the $\eta^2$ term and $BB^\top G$ vanish, which is lesson 04's worked example. The
+# law over `lora_linears(trained=True)` (A and B drawn, $\Delta W_0 \ne 0$):
+
+# %%
+from hypothesis import given, settings
+
+from minilora.tensor import Tensor
+from minilora.testing import assert_close, factors, lora_linears, seeds
+
+LAW_EXAMPLES = 30 if FAST else 200
+
+
+def one_step_law(second_order=True):
+    """The law of one SGD step from any A, B; without its η² term when second_order=False."""
+
+    @settings(max_examples=LAW_EXAMPLES, database=None)
+    @given(layer=lora_linears(trained=True), seed=seeds)
+    def test_one_sgd_step_from_any_A_and_B(layer, seed):
+        """ΔW₁ − ΔW₀ = −η s² (G AᵀA + B BᵀG) + η² s³ G Aᵀ Bᵀ G, G = ∂L/∂W at W0 + ΔW₀."""
+        rng, eta, s = np.random.default_rng(seed), 0.1, layer.scaling["default"]
+        x = Tensor(rng.standard_normal((5, layer.in_features)))  # (N, k)
+        C = Tensor(rng.standard_normal((5, layer.out_features)))  # (N, d)
+        A, B = factors(layer)  # (r, k), (d, r)
+        W0 = layer.base_layer.weight
+        W0.requires_grad = True  # G = dL/dW0 = dL/dW: the loss sees W0 and dW only as a sum
+        A0, B0, dW0 = A.data.copy(), B.data.copy(), layer.delta_weight()
+        (layer(x).tanh() * C).sum().backward()
+        SGD([A, B], lr=eta).step()
+        G = W0.grad  # (d, k)
+        expected = -eta * s**2 * (G @ A0.T @ A0 + B0 @ B0.T @ G)
+        if second_order:
+            expected = expected + eta**2 * s**3 * G @ A0.T @ B0.T @ G
+        nG, nA, nB = np.linalg.norm(G), np.linalg.norm(A0), np.linalg.norm(B0)
+        size = eta * s**2 * nG * (nA**2 + nB**2) + eta**2 * abs(s)**3 * nG**2 * nA * nB \
+            + np.linalg.norm(dW0)  # the terms' sizes: round-off is relative to them
+        assert_close(layer.delta_weight() - dW0, expected, scale=size)
+
+    return test_one_sgd_step_from_any_A_and_B
+
+
+one_step_law()()  # raises on a counterexample
+try:
+    one_step_law(second_order=False)()
+    first_order_holds = True
+except AssertionError:
+    first_order_holds = False
+print(f"the one-step law held on {LAW_EXAMPLES} drawn layers; without its η² term it "
+      f"{'held (!)' if first_order_holds else 'fails, as it must'}")
+assert not first_order_holds
