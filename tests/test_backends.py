@@ -11,6 +11,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 import minilora.functional as F
 from minilora import backend
@@ -20,6 +21,8 @@ from minilora.model import GPT, GPTConfig
 from minilora.optim import AdamW
 from minilora.tensor import Tensor
 from minilora.train import evaluate, train
+from minilora.testing import (alphas, assert_close, examples, factors, lora_linear, lora_shapes,
+                              seeds)
 
 strict = pytest.importorskip("array_api_strict")
 pytestmark = pytest.mark.autograd
@@ -178,3 +181,34 @@ def test_a_host_state_dict_loads_into_a_model_on_any_namespace():
     finally:
         backend.use("numpy")
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.law(lesson=10)
+@examples(10)
+@given(shape=lora_shapes(), alpha=alphas, rslora=st.booleans(), seed=seeds)
+def test_a_lora_layer_computes_the_same_numbers_on_every_namespace(shape, alpha, rslora, seed):
+    """For every drawn LoraLinear (shape, rank, α, scaling rule, A and B) and input, the output
+    W0 x + b + s B A x and the gradients ∂L/∂A = s Bᵀ G, ∂L/∂B = s G Aᵀ computed on the strict
+    array-API namespace equal NumPy's to rounding: the formula goes through the backend seam.
+
+    Source: the Python array API standard (``array_api_strict``); Hu et al. 2021, Section 4.1.
+    """
+    m, n, r = shape
+    rng = np.random.default_rng(seed)
+    A0, B0 = rng.standard_normal((r, n)), rng.standard_normal((m, r))
+    x0, C0 = rng.standard_normal((5, n)), rng.standard_normal((5, m))
+    results = {}
+    for name in ("numpy", "strict"):
+        backend.use(strict if name == "strict" else "numpy")
+        try:
+            layer = lora_linear(m, n, r, seed % 10_000, alpha=alpha, rslora=rslora)
+            A, B = factors(layer)
+            A.data, B.data = backend.from_numpy(A0, "float64"), backend.from_numpy(B0, "float64")
+            y = layer(Tensor(backend.from_numpy(x0, "float64")))
+            assert type(y.data).__module__.startswith("array_api_strict") == (name == "strict")
+            (y.tanh() * Tensor(backend.from_numpy(C0, "float64"))).sum().backward()
+            results[name] = [backend.to_numpy(a) for a in (y.data, A.grad, B.grad)]
+        finally:
+            backend.use("numpy")
+    for got, want in zip(results["strict"], results["numpy"]):
+        assert_close(got, want, 1e-12, scale=np.linalg.norm(want) + 1e-300)
