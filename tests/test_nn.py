@@ -13,7 +13,7 @@ from minilora import Tensor
 from minilora.backend import Generator
 from minilora.model import GPT, GPTConfig
 from minilora.nn import Linear, Module, Parameter
-from minilora.testing import examples
+from minilora.testing import examples, linears
 
 pytestmark = pytest.mark.nn
 
@@ -212,14 +212,14 @@ def test_requires_grad_freezes_and_unfreezes_a_subtree():
 
 # -- layers -----------------------------------------------------------------------------------
 @pytest.mark.law(lesson=2)
-@given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 2 ** 32 - 1))
-def test_linear_layout_and_init_bounds(n_in, n_out, seed):
-    """Linear(in, out).weight is (out, in), and W, b ~ U(−1/√in, 1/√in): every entry within the
-    bound, the range filled.
+@given(linears(dim=st.integers(1, 40), bias=st.just(True), dtype="float32"))
+def test_linear_layout_and_init_bounds(layer):
+    """Linear(in, out).weight is (out, in), every entry of W and b lies within PyTorch's bound
+    1/√in, and x (…, in) maps to (…, out).
 
     Source: PyTorch's ``nn.Linear.reset_parameters`` (Kaiming-uniform with a = √5).
     """
-    layer = Linear(n_in, n_out, generator=Generator(seed))
+    n_in, n_out = layer.in_features, layer.out_features
     assert layer.weight.shape == (n_out, n_in) and layer.bias.shape == (n_out,)
     bound = 1 / math.sqrt(n_in)
     assert np.all(np.abs(layer.weight.data) <= bound) and np.all(np.abs(layer.bias.data) <= bound)

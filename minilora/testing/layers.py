@@ -56,10 +56,10 @@ def lora_configs(r=st.integers(1, 8), lora_alpha=alphas, target_modules=st.sampl
 
 
 @st.composite
-def linears(draw, dim=dims, bias=st.booleans()):
-    """A frozen float64 ``Linear(n -> m)`` with PyTorch's initialization from a drawn seed."""
+def linears(draw, dim=dims, bias=st.booleans(), dtype: str = "float64"):
+    """A frozen ``Linear(n -> m)`` with PyTorch's initialization from a drawn seed."""
     layer = Linear(draw(dim), draw(dim), bias=draw(bias), generator=Generator(draw(seeds)),
-                   dtype="float64")
+                   dtype=dtype)
     layer.requires_grad_(False)
     return layer
 
