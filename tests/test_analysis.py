@@ -58,7 +58,7 @@ def test_phi_is_one_for_nested_subspaces(shape):
     """φ = 1 when one subspace contains the other: rows of A1 in the row space of A2 give φ(A1, A2,
     r1, r2) = 1, and φ(A, A, r, r) = 1.
 
-    Source: Hu et al. 2021, Section 7.2 ("φ = 1 represents a complete overlap of subspaces").
+    Source: Hu et al. 2021, Section 7.2 (φ = 1: one subspace contains the other).
     """
     k, r1, r2, seed = shape
     r1 = min(r1, r2)
@@ -134,8 +134,8 @@ def test_no_intruders_in_w_itself_or_a_tiny_perturbation(n, seed):
     """W has no intruder dimensions relative to itself, nor does W + E for E far below W's
     singular-value gaps.
 
-    Source: Shuttleworth et al. 2024, "LoRA vs Full Fine-tuning: An Illusion of Equivalence",
-    Section 3 (intruder dimensions).
+    Source: Shuttleworth et al. 2024, "LoRA vs Full Fine-tuning: An Illusion of Equivalence"
+    (intruder dimensions).
     """
     rng = np.random.default_rng(seed)
     W, _ = known_svd(n, n, rng)

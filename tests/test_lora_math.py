@@ -42,8 +42,8 @@ def test_zero_B_leaves_a_linear_bit_identical(shape, init, rslora, alpha, bias, 
     """At initialization B = 0 (A random), so ΔW = s B A = 0 and the LoRA layer's output is
     bit-identical to W0 x + b, for every shape, scaling rule and init of A.
 
-    Source: Hu et al. 2021, Section 4.1 ("zero initialization for B, so ΔW = BA is zero at the
-    beginning of training").
+    Source: Hu et al. 2021, Section 4.1 ("a random Gaussian initialization for A and zero for
+    B, so ΔW = BA is zero at the beginning of training").
     """
     m, n, r = shape
     rng = np.random.default_rng(seed)
@@ -177,8 +177,8 @@ def test_pissa_init_keeps_the_output_and_spans_the_top_singular_subspaces(shape,
     s B A, so W_res + s B A = W0 and the output is unchanged; B spans U_r, A spans V_r, W_res has
     singular values σ_{r+1}, σ_{r+2}, ….
 
-    Source: Meng et al. 2024, "PiSSA: Principal Singular Values and Singular Vectors Adaptation",
-    Section 3.
+    Source: Meng et al. 2024, "PiSSA: Principal Singular Values and Singular Vectors Adaptation
+    of Large Language Models".
     """
     m, n, r = shape
     rng = np.random.default_rng(seed)

@@ -221,7 +221,8 @@ def test_pissa_on_a_gpt_starts_exactly_at_the_base_model(r, seed):
     keeps W0's tail (top singular value σ_{r+1}), W_res + s B A = W0, and merge_and_unload gives
     the base's output.
 
-    Source: Meng et al. 2024, "PiSSA", Section 3.
+    Source: Meng et al. 2024, "PiSSA: Principal Singular Values and Singular Vectors Adaptation
+    of Large Language Models".
     """
     build, idx = gpt_case(seed)
     base = build()

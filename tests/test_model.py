@@ -109,10 +109,11 @@ def test_greedy_is_deterministic_and_picks_the_argmax():
 @examples(5)
 @given(st.integers(0, 2 ** 16), st.floats(0.1, 3.0))
 def test_top_k_1_is_greedy(seed, temperature):
-    """generate with top_k = 1 picks argmax of the logits at every step, for any temperature.
+    """generate with top_k = 1 equals greedy decoding (temperature 0), at any temperature and
+    with any generator: one candidate leaves nothing to sample.
 
-    Source: the definition of top-k sampling (Fan et al. 2018): with one candidate there is no
-    choice.
+    Source: the definition of top-k sampling (Fan et al. 2018, "Hierarchical Neural Story
+    Generation").
     """
     model = tiny_gpt()
     greedy = model.generate(IDX[:, :2], max_new_tokens=5, temperature=0)

@@ -276,8 +276,8 @@ def test_max_shares_the_gradient_among_ties():
 @pytest.mark.law(lesson=1)
 @given(data=st.data())
 def test_reshape_gradient(data):
-    """reshape is a permutation-free relabelling: its value is NumPy's and its gradient is the
-    incoming gradient reshaped back.
+    """reshape to any compatible shape: its value is NumPy's and its gradient is the incoming
+    gradient reshaped back, equal to central differences.
 
     Source: calculus (a linear map's adjoint).
     """

@@ -70,7 +70,8 @@ def test_nearest_code_and_error_bound(W, quant_type, blocksize):
     """Block-wise 4-bit quantization: absmax is each block's max |w|, each w/absmax gets its
     nearest code, and |ŵ − w| ≤ (half the largest code gap)·absmax.
 
-    Source: Dettmers et al. 2023, "QLoRA", Section 3 (block-wise k-bit quantization, NF4).
+    Source: Dettmers et al. 2023, "QLoRA", Section 2 (block-wise k-bit quantization) and Section
+    3 (the NF4 code book).
     """
     packed, state = Q.quantize_4bit(W, blocksize, False, quant_type)
     idx = Q.unpack_4bit(packed)[:W.size].astype(np.int64)
@@ -92,7 +93,7 @@ def test_quantizing_a_dequantized_weight_returns_the_same_codes(W, quant_type):
     """Q(D(Q(w))) = Q(w): quantizing a dequantized weight returns the same codes and the same
     absmax.
 
-    Source: Dettmers et al. 2023, "QLoRA", Section 3 (quantization to the nearest of a fixed code
+    Source: Dettmers et al. 2023, "QLoRA", Section 2 (quantization to the nearest of a fixed code
     book).
     """
     packed, state = Q.quantize_4bit(W, 64, False, quant_type)
@@ -269,8 +270,8 @@ def test_dora_forward_merge_and_unmerge(seed, m_scale):
     """DoRA: y = b + diag(m / ‖W0 + s B A‖_row)(W0 + s B A) x; merged, the layer computes the same;
     unmerge restores W0.
 
-    Source: Liu et al. 2024, "DoRA: Weight-Decomposed Low-Rank Adaptation", Eq. 5 (PEFT's row-wise
-    norm).
+    Source: Liu et al. 2024, "DoRA: Weight-Decomposed Low-Rank Adaptation" (W' = m·V/‖V‖ with
+    V = W0 + BA; PEFT's norm per output row).
     """
     layer, x = dora_layer(seed=seed)
     magnitude = layer.lora_magnitude_vector["default"].weight
