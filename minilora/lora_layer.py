@@ -15,7 +15,6 @@ Names and layout follow PEFT (``lora_A``, ``lora_B``, ``scaling``, ``base_layer`
 from __future__ import annotations
 
 import math
-import numbers
 import re
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from .dora import DoraLinearLayer
 from .linear4bit import Linear4bit
 from .nn import Dropout, Linear, Module, ModuleDict
 from .tensor import Tensor
+from .validation import check_bool, check_choice, check_int, check_real, fail
 
 INIT_CHOICES = (True, False, "gaussian", "pissa")
 
@@ -47,31 +47,22 @@ class LoraConfig:
     use_dora: bool = False  # DoRA: also train a magnitude per output row (dora.py)
 
     def __post_init__(self):
-        if self.target_modules is None:
-            self.target_modules = ["q_proj", "v_proj"]  # PEFT's default for LLaMA-style models
-        ranks = [self.r, *self.rank_pattern.values()]
-        alphas = [self.lora_alpha, *self.alpha_pattern.values()]
-        bad_ranks = [r for r in ranks
-                     if not isinstance(r, numbers.Integral) or isinstance(r, bool) or r <= 0]
-        if bad_ranks:
-            raise ValueError(f"LoraConfig: r must be a positive integer, got {bad_ranks[0]!r}")
-        # any integer type (a NumPy int from a sweep, say) is stored as a Python int, so the
-        # config writes to JSON and compares as PEFT's does
-        self.r = int(self.r)
-        self.rank_pattern = {k: int(v) for k, v in self.rank_pattern.items()}
-        bad_alphas = [a for a in alphas if not 0 < a < math.inf]  # NaN fails this too
-        if bad_alphas:
-            raise ValueError(f"LoraConfig: lora_alpha must be positive and finite, "
-                             f"got {bad_alphas[0]!r}")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"LoraConfig: lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        if self.init_lora_weights not in INIT_CHOICES or isinstance(self.init_lora_weights, int) \
-                and not isinstance(self.init_lora_weights, bool):
-            raise ValueError(f"LoraConfig: init_lora_weights must be one of {INIT_CHOICES}, "
-                             f"got {self.init_lora_weights!r}")
-        if self.bias not in ("none", "all", "lora_only"):
-            raise ValueError(f"LoraConfig: bias must be 'none', 'all' or 'lora_only', "
-                             f"got {self.bias!r}")
+        """Check every field (type and range) before the config is used; all or nothing."""
+        where = "LoraConfig."
+        self.r = check_int(where + "r", self.r, low=1)
+        self.lora_alpha = check_real(where + "lora_alpha", self.lora_alpha, low=0, low_open=True)
+        self.target_modules = _check_targets(self.target_modules)
+        self.lora_dropout = check_real(where + "lora_dropout", self.lora_dropout, 0.0, 1.0,
+                                       high_open=True)
+        self.use_rslora = check_bool(where + "use_rslora", self.use_rslora)
+        self.use_dora = check_bool(where + "use_dora", self.use_dora)
+        self.init_lora_weights = check_choice(where + "init_lora_weights",
+                                              self.init_lora_weights, INIT_CHOICES)
+        self.bias = check_choice(where + "bias", self.bias, ("none", "all", "lora_only"))
+        self.rank_pattern = _check_pattern("rank_pattern", self.rank_pattern, lambda k, v: check_int(
+            f"{where}rank_pattern[{k!r}]", v, low=1))
+        self.alpha_pattern = _check_pattern("alpha_pattern", self.alpha_pattern, lambda k, v: check_real(
+            f"{where}alpha_pattern[{k!r}]", v, low=0, low_open=True))
 
     def rank_for(self, module_name: str) -> int:
         return _pattern_value(self.rank_pattern, module_name, self.r)
@@ -83,10 +74,48 @@ class LoraConfig:
         return asdict(self)
 
 
-def _pattern_value(patterns: dict, name: str, default):
-    """PEFT's rule: a key matches a module whose name ends with it (as a regex)."""
+def _check_targets(targets):
+    """None (PEFT's q_proj, v_proj default), one string (a regex, or "all-linear"), or names."""
+    if targets is None:
+        return ["q_proj", "v_proj"]  # PEFT's default for LLaMA-style models
+    if isinstance(targets, str):
+        try:
+            re.compile(targets)
+        except re.error as err:
+            fail("LoraConfig.target_modules", targets, f"a valid regex ({err})")
+        return targets
+    allowed = 'a list of module names, one regex string, "all-linear" or None'
+    if not isinstance(targets, (list, tuple, set, frozenset)) \
+            or not all(isinstance(t, str) for t in targets):
+        fail("LoraConfig.target_modules", targets, allowed, TypeError)
+    if not all(targets):  # an empty list is refused at injection, with the names that exist
+        fail("LoraConfig.target_modules", targets, allowed + " (no empty name)")
+    return sorted(targets) if isinstance(targets, (set, frozenset)) else list(targets)
+
+
+def _check_pattern(name: str, patterns, check_value) -> dict:
+    """A dict from a module-name regex to a value, each key compiled and each value checked."""
+    where = f"LoraConfig.{name}"
+    if not isinstance(patterns, dict):
+        fail(where, patterns, "a dict {module-name regex: value}", TypeError)
+    checked = {}
     for key, value in patterns.items():
-        if re.match(rf"(.*\.)?{key}$", name):
+        if not isinstance(key, str):
+            fail(f"{where} key", key, "a string (a regex over module names)", TypeError)
+        try:
+            re.compile(key)
+        except re.error as err:
+            fail(f"{where} key", key, f"a valid regex ({err})")
+        checked[key] = check_value(key, value)
+    return checked
+
+
+def _pattern_value(patterns: dict, name: str, default):
+    """PEFT's rule (``get_pattern_key``): the first key that, as a whole regex, matches the end
+    of the module's name after a dot (or all of it). The group keeps an alternation whole:
+    ``"q_proj|v_proj"`` matches both, not ``q_proj`` anywhere or a name ending in ``v_proj``."""
+    for key, value in patterns.items():
+        if re.match(rf"(.*\.)?({key})$", name):
             return value
     return default
 
