@@ -9,6 +9,7 @@ model switches by subtracting B A and adding B' A' (Section 4.2, "no additional 
 """
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from . import backend
 from .backend import xp
 from .lora_layer import LoraConfig, LoraLinear, lora_scaling
 from .nn import Linear, Module
+from .validation import check_int, check_real, fail
 
 __all__ = ["LoraConfig", "LoraLinear", "LoraModel", "get_lora_model", "find_targets",
            "lora_scaling"]
@@ -90,13 +92,22 @@ class LoraModel(Module):
 
     # -- adapters ----------------------------------------------------------------------------
     def add_adapter(self, adapter_name: str, config: LoraConfig, seed: int = 0) -> None:
-        """Add a new adapter (inactive until ``set_adapter``); wraps newly targeted Linears."""
+        """Add a new adapter (inactive until ``set_adapter``); wraps newly targeted Linears.
+
+        All or nothing: every check (names, ranks, the memory A and B need) comes first, and
+        a failure while wrapping puts back every layer as it was.
+        """
+        if not isinstance(adapter_name, str) or not adapter_name:
+            fail("add_adapter: adapter_name", adapter_name, "a non-empty string", TypeError)
+        if not isinstance(config, LoraConfig):
+            fail("add_adapter: config", config, "a LoraConfig", TypeError)
         if adapter_name in self.peft_config:
             raise ValueError(f"adapter {adapter_name!r} already exists; adapters: "
                              f"{list(self.peft_config)}")
         if any(layer.merged for _, layer in self.lora_layers()):
             raise ValueError("add_adapter: unmerge the merged adapters first")
         targets = find_targets(self.model, config)  # raises before anything changes
+        needed = 0
         for path in targets:
             layer = self.model.get_submodule(path)
             r, full = config.rank_for(path), min(layer.in_features, layer.out_features)
@@ -106,22 +117,41 @@ class LoraModel(Module):
             if r > full:
                 warnings.warn(f"{path}: r={r} exceeds min(in, out)={full}; it adds parameters "
                               f"but no expressivity", stacklevel=2)
+            needed += r * (layer.in_features + layer.out_features) * _itemsize(layer)
+        if needed > _physical_memory():
+            raise ValueError(f"add_adapter: LoraConfig.r={config.r} (rank_pattern "
+                             f"{config.rank_pattern}) needs {needed / 2**30:.3g} GiB for A and B, "
+                             f"more than this machine's {_physical_memory() / 2**30:.3g} GiB")
         gen = backend.Generator(seed)
-        for path in targets:
-            layer = self.model.get_submodule(path)
-            if not isinstance(layer, LoraLinear):
+        originals = {path: self.model.get_submodule(path) for path in targets}
+        try:
+            for path in targets:
+                layer = self.model.get_submodule(path)
+                if not isinstance(layer, LoraLinear):
+                    parent, leaf = _parent(self.model, path)
+                    layer = LoraLinear(layer, adapter_name=None)
+                    setattr(parent, leaf, layer)
+                layer.update_layer(adapter_name, config.rank_for(path), config.alpha_for(path),
+                                   config.lora_dropout, config.init_lora_weights,
+                                   config.use_rslora, generator=gen, use_dora=config.use_dora)
+        except BaseException:  # MemoryError, KeyboardInterrupt: undo the layers done so far
+            for path, original in originals.items():
                 parent, leaf = _parent(self.model, path)
-                layer = LoraLinear(layer, adapter_name=None)
-                setattr(parent, leaf, layer)
-            layer.update_layer(adapter_name, config.rank_for(path), config.alpha_for(path),
-                               config.lora_dropout, config.init_lora_weights, config.use_rslora,
-                               generator=gen, use_dora=config.use_dora)
+                setattr(parent, leaf, original)
+                if isinstance(original, LoraLinear) and adapter_name in original.lora_A:
+                    original.delete_adapter(adapter_name)
+            raise
         self.peft_config[adapter_name] = config
         self._set_trainable()
 
     def set_adapter(self, adapter_name: str | list[str]) -> None:
         """Make ``adapter_name`` (or several) the active adapter(s): used in forward, trainable."""
-        names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
+        names = [adapter_name] if isinstance(adapter_name, str) else adapter_name
+        if not isinstance(names, (list, tuple)) or not names \
+                or not all(isinstance(n, str) for n in names):
+            fail("set_adapter: adapter_name", adapter_name, f"an adapter name or a non-empty "
+                 f"list of them; adapters: {list(self.peft_config)}", TypeError)
+        names = list(names)
         unknown = [n for n in names if n not in self.peft_config]
         if unknown:
             raise ValueError(f"unknown adapter(s) {unknown}; adapters: {list(self.peft_config)}")
@@ -145,8 +175,15 @@ class LoraModel(Module):
             layer.delete_adapter(adapter_name)
         del self.peft_config[adapter_name]
         remaining = [n for n in self.active_adapters if n != adapter_name]
-        self.active_adapter = remaining[0] if len(remaining) == 1 else remaining
-        self._set_trainable()
+        if not remaining and self.peft_config:  # as PEFT: the first of the others, by name
+            remaining = sorted(self.peft_config)[:1]
+            warnings.warn(f"adapter {adapter_name!r} was active and is deleted; the active "
+                          f"adapter is now {remaining[0]!r}", stacklevel=2)
+        if remaining:
+            self.set_adapter(remaining[0] if len(remaining) == 1 else remaining)
+        else:
+            self.active_adapter = []
+            self._set_trainable()
 
     def _set_trainable(self) -> None:
         """Freeze the base; train the active adapters' A and B, DoRA's magnitude m (and
@@ -246,6 +283,14 @@ class LoraModel(Module):
         "svd": the best rank-k factorization (Eckart–Young) of Σ w_i ΔW_i per layer,
                k = svd_rank or max r_i.
         """
+        if not isinstance(adapters, (list, tuple)) or not all(isinstance(a, str) for a in adapters):
+            fail("add_weighted_adapter: adapters", adapters, "a list of adapter names", TypeError)
+        if not isinstance(weights, (list, tuple)):
+            fail("add_weighted_adapter: weights", weights, "a list of numbers", TypeError)
+        weights = [check_real(f"add_weighted_adapter: weights[{i}]", w)
+                   for i, w in enumerate(weights)]
+        if svd_rank is not None:
+            svd_rank = check_int("add_weighted_adapter: svd_rank", svd_rank, low=1)
         unknown = [a for a in adapters if a not in self.peft_config]
         if unknown or len(adapters) != len(weights) or not adapters:
             raise ValueError(f"add_weighted_adapter: adapters {adapters} (unknown: {unknown}) and "
@@ -288,6 +333,9 @@ class LoraModel(Module):
     def save_pretrained(self, directory, adapter_name: str | None = None):
         """Write one adapter as ``adapter_config.json`` + ``adapter_model.safetensors``."""
         from .adapters import save_adapter
+        if adapter_name is None and not self.active_adapters:
+            raise ValueError(f"save_pretrained: no active adapter to save (adapters: "
+                             f"{list(self.peft_config)}); pass adapter_name")
         return save_adapter(self, directory, adapter_name or self.active_adapters[0])
 
     def load_adapter(self, directory, adapter_name: str, is_trainable: bool = False) -> None:
@@ -306,6 +354,19 @@ class LoraModel(Module):
         trainable, total = self.get_nb_trainable_parameters()
         print(f"trainable params: {trainable:,d} || all params: {total:,d} || "
               f"trainable%: {100 * trainable / total:.4f}")
+
+
+def _itemsize(layer) -> int:
+    """Bytes per element of A and B, which take the base weight's dtype."""
+    base = getattr(layer, "base_layer", layer)
+    return {"float16": 2, "bfloat16": 2, "float32": 4}.get(backend.dtype_name(base.weight.dtype), 8)
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no estimate, no limit
+        return 2**63
 
 
 def _combine(layer: LoraLinear, present, combination_type: str, svd_rank: int | None):
