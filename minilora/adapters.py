@@ -121,6 +121,10 @@ def save_adapter(model: LoraModel, directory: str | os.PathLike, adapter_name: s
     fields = {"peft_type": "LORA", "task_type": None,  # None: any torch module, as minilora's GPT
               "base_model_name_or_path": None, "inference_mode": True, "fan_in_fan_out": False,
               "modules_to_save": None, **config.to_dict()}
+    if config.target_modules == "all-linear":
+        # the names it chose, as PEFT saves it: outside a transformers model PEFT's shorthand
+        # would take lm_head too
+        fields["target_modules"] = sorted({p.split(".")[-1] for p in paths})
     return atomic_write_files(directory, {
         WEIGHTS_NAME: save(tensors, metadata=metadata),
         CONFIG_NAME: json.dumps(fields, indent=2, sort_keys=True).encode()})
