@@ -107,7 +107,7 @@ class LoraModel(Module):
         if any(layer.merged for _, layer in self.lora_layers()):
             raise ValueError("add_adapter: unmerge the merged adapters first")
         targets = find_targets(self.model, config)  # raises before anything changes
-        needed = 0
+        needed, too_wide = 0, []
         for path in targets:
             layer = self.model.get_submodule(path)
             r, full = config.rank_for(path), min(layer.in_features, layer.out_features)
@@ -115,13 +115,15 @@ class LoraModel(Module):
                 raise ValueError(f"{path}: init_lora_weights='pissa' needs r <= min(in, out)="
                                  f"{full} (W0 has only that many singular vectors), got r={r}")
             if r > full:
-                warnings.warn(f"{path}: r={r} exceeds min(in, out)={full}; it adds parameters "
-                              f"but no expressivity", stacklevel=2)
+                too_wide.append(f"{path}: r={r} exceeds min(in, out)={full}; it adds parameters "
+                                f"but no expressivity")
             needed += r * (layer.in_features + layer.out_features) * _itemsize(layer)
         if needed > _physical_memory():
             raise ValueError(f"add_adapter: LoraConfig.r={config.r} (rank_pattern "
                              f"{config.rank_pattern}) needs {needed / 2**30:.3g} GiB for A and B, "
                              f"more than this machine's {_physical_memory() / 2**30:.3g} GiB")
+        for message in too_wide:
+            warnings.warn(message, stacklevel=2)
         gen = backend.Generator(seed)
         originals = {path: self.model.get_submodule(path) for path in targets}
         try:
