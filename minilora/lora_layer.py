@@ -26,7 +26,8 @@ from .dora import DoraLinearLayer
 from .linear4bit import Linear4bit
 from .nn import Dropout, Linear, Module, ModuleDict
 from .tensor import Tensor
-from .validation import check_bool, check_choice, check_int, check_real, fail
+from .validation import (check_bool, check_choice, check_int, check_pattern, check_real,
+                         check_targets)
 
 INIT_CHOICES = (True, False, "gaussian", "pissa")
 
@@ -51,7 +52,7 @@ class LoraConfig:
         where = "LoraConfig."
         self.r = check_int(where + "r", self.r, low=1)
         self.lora_alpha = check_real(where + "lora_alpha", self.lora_alpha, low=0, low_open=True)
-        self.target_modules = _check_targets(self.target_modules)
+        self.target_modules = check_targets(where + "target_modules", self.target_modules)
         self.lora_dropout = check_real(where + "lora_dropout", self.lora_dropout, 0.0, 1.0,
                                        high_open=True)
         self.use_rslora = check_bool(where + "use_rslora", self.use_rslora)
@@ -59,10 +60,10 @@ class LoraConfig:
         self.init_lora_weights = check_choice(where + "init_lora_weights",
                                               self.init_lora_weights, INIT_CHOICES)
         self.bias = check_choice(where + "bias", self.bias, ("none", "all", "lora_only"))
-        self.rank_pattern = _check_pattern("rank_pattern", self.rank_pattern, lambda k, v: check_int(
-            f"{where}rank_pattern[{k!r}]", v, low=1))
-        self.alpha_pattern = _check_pattern("alpha_pattern", self.alpha_pattern, lambda k, v: check_real(
-            f"{where}alpha_pattern[{k!r}]", v, low=0, low_open=True))
+        self.rank_pattern = check_pattern(where + "rank_pattern", self.rank_pattern,
+                                          lambda at, v: check_int(at, v, low=1))
+        self.alpha_pattern = check_pattern(where + "alpha_pattern", self.alpha_pattern,
+                                           lambda at, v: check_real(at, v, low=0, low_open=True))
 
     def rank_for(self, module_name: str) -> int:
         return _pattern_value(self.rank_pattern, module_name, self.r)
@@ -72,42 +73,6 @@ class LoraConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _check_targets(targets):
-    """None (PEFT's q_proj, v_proj default), one string (a regex, or "all-linear"), or names."""
-    if targets is None:
-        return ["q_proj", "v_proj"]  # PEFT's default for LLaMA-style models
-    if isinstance(targets, str):
-        try:
-            re.compile(targets)
-        except re.error as err:
-            fail("LoraConfig.target_modules", targets, f"a valid regex ({err})")
-        return targets
-    allowed = 'a list of module names, one regex string, "all-linear" or None'
-    if not isinstance(targets, (list, tuple, set, frozenset)) \
-            or not all(isinstance(t, str) for t in targets):
-        fail("LoraConfig.target_modules", targets, allowed, TypeError)
-    if not all(targets):  # an empty list is refused at injection, with the names that exist
-        fail("LoraConfig.target_modules", targets, allowed + " (no empty name)")
-    return sorted(targets) if isinstance(targets, (set, frozenset)) else list(targets)
-
-
-def _check_pattern(name: str, patterns, check_value) -> dict:
-    """A dict from a module-name regex to a value, each key compiled and each value checked."""
-    where = f"LoraConfig.{name}"
-    if not isinstance(patterns, dict):
-        fail(where, patterns, "a dict {module-name regex: value}", TypeError)
-    checked = {}
-    for key, value in patterns.items():
-        if not isinstance(key, str):
-            fail(f"{where} key", key, "a string (a regex over module names)", TypeError)
-        try:
-            re.compile(key)
-        except re.error as err:
-            fail(f"{where} key", key, f"a valid regex ({err})")
-        checked[key] = check_value(key, value)
-    return checked
 
 
 def _pattern_value(patterns: dict, name: str, default):

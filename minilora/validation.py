@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 
 
 def _show(value) -> str:
@@ -66,3 +67,39 @@ def check_choice(where: str, value, choices: tuple):
     if not any(type(value) is type(c) and value == c for c in choices):
         fail(where, value, "one of " + ", ".join(repr(c) for c in choices))
     return value
+
+
+def check_targets(where: str, targets):
+    """None (PEFT's q_proj, v_proj default), one string (a regex, or "all-linear"), or names."""
+    if targets is None:
+        return ["q_proj", "v_proj"]  # PEFT's default for LLaMA-style models
+    if isinstance(targets, str):
+        try:
+            re.compile(targets)
+        except re.error as err:
+            fail(where, targets, f"a valid regex ({err})")
+        return targets
+    allowed = 'a list of module names, one regex string, "all-linear" or None'
+    if not isinstance(targets, (list, tuple, set, frozenset)) \
+            or not all(isinstance(t, str) for t in targets):
+        fail(where, targets, allowed, TypeError)
+    if not all(targets):  # an empty list is refused at injection, with the names that exist
+        fail(where, targets, allowed + " (no empty name)")
+    return sorted(targets) if isinstance(targets, (set, frozenset)) else list(targets)
+
+
+def check_pattern(where: str, patterns, check_value) -> dict:
+    """A dict from a module-name regex to a value: each key compiled, each value checked by
+    ``check_value(where[key], value)``."""
+    if not isinstance(patterns, dict):
+        fail(where, patterns, "a dict {module-name regex: value}", TypeError)
+    checked = {}
+    for key, value in patterns.items():
+        if not isinstance(key, str):
+            fail(f"{where} key", key, "a string (a regex over module names)", TypeError)
+        try:
+            re.compile(key)
+        except re.error as err:
+            fail(f"{where} key", key, f"a valid regex ({err})")
+        checked[key] = check_value(f"{where}[{key!r}]", value)
+    return checked
