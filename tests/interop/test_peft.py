@@ -79,6 +79,11 @@ def test_minilora_saves_peft_loads(tmp_path, case):
     assert not [str(w.message) for w in caught if "peft" in w.filename], \
         "PEFT warned about minilora's files"
     assert config.r == lm.peft_config["default"].r
+    from safetensors.numpy import load_file
+
+    ours = load_file(tmp_path / "a" / "adapter_model.safetensors")
+    theirs = peft.get_peft_model_state_dict(peft_model)
+    assert {k: v.shape for k, v in ours.items()} == {k: tuple(v.shape) for k, v in theirs.items()}
     record(case, "minilora -> PEFT", float(np.abs(torch_logits(peft_model) - lm(IDX).data).max()))
 
 
