@@ -29,6 +29,7 @@ from .lora import LoraModel, find_targets, get_lora_model
 from .lora_layer import LoraConfig, LoraLinear, lora_scaling, pissa_factors
 from .nn import Module
 from .safetensors_np import SafetensorsError, read_safetensors
+from .validation import check_bool
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -195,6 +196,8 @@ def load_adapter(model: Module, directory: str | os.PathLike, adapter_name: str 
     if not isinstance(adapter_name, str) or not adapter_name:
         raise TypeError(f"load_adapter: adapter_name must be a non-empty string, got "
                         f"{adapter_name!r}")
+    check_bool("load_adapter: is_trainable", is_trainable)
+    check_bool("load_adapter: check_base", check_base)
     config, raw = read_adapter_config(directory)
     weights, stored, metadata = _read_weights(directory / WEIGHTS_NAME)
     inner = model.model if isinstance(model, LoraModel) else model

@@ -98,7 +98,7 @@ def atomic_write_files(directory: str | os.PathLike, files: dict[str, bytes]) ->
     ``directory`` during the save may lose that write. Where the OS cannot swap two folders
     (not Linux), the files are replaced one by one, each atomically.
     """
-    target = Path(directory).absolute()
+    target = Path(os.path.realpath(directory))  # a link to a folder: the folder it names
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(f"{target} exists and is not a folder")
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -321,6 +321,14 @@ def test_saving_into_a_folder_keeps_everything_else_it_holds(tmp_path):
     assert np.array_equal(load_adapter(GPT(CFG), path)(IDX).data, lm(IDX).data)
 
 
+def test_saving_through_a_link_writes_into_the_folder_it_names(tmp_path):
+    lm, path = trained_adapter(tmp_path)
+    (tmp_path / "link").symlink_to(path)
+    save_adapter(lm, tmp_path / "link")
+    assert (tmp_path / "link").is_symlink() and sorted(os.listdir(tmp_path)) == ["a", "link"]
+    assert np.array_equal(load_adapter(GPT(CFG), tmp_path / "link")(IDX).data, lm(IDX).data)
+
+
 SAVER = """
 import sys
 import numpy as np
