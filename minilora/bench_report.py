@@ -5,8 +5,8 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+
+from .fileio import atomic_write
 
 
 def _mib(n: int) -> str:
@@ -108,15 +108,5 @@ def format_table(result: dict) -> str:
 
 
 def write_json(result: dict, path: str) -> None:
-    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".bench-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write atomically (fileio.atomic_write): a reader sees the old file or the new one."""
+    atomic_write(path, (json.dumps(result, indent=2) + "\n").encode())

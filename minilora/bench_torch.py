@@ -48,16 +48,25 @@ class Attention(nn.Module):
         return self.o_proj(y.transpose(1, 2).reshape(B, T, C))
 
 
+class MLP(nn.Module):
+    def __init__(self, d: int, mlp_ratio: int):
+        super().__init__()
+        self.up_proj, self.down_proj = nn.Linear(d, mlp_ratio * d), nn.Linear(mlp_ratio * d, d)
+
+    def forward(self, x):
+        return self.down_proj(F.gelu(self.up_proj(x), approximate="tanh"))
+
+
 class Block(nn.Module):
     def __init__(self, d: int, n_head: int, mlp_ratio: int):
         super().__init__()
         self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.attn = Attention(d, n_head)
-        self.up_proj, self.down_proj = nn.Linear(d, mlp_ratio * d), nn.Linear(mlp_ratio * d, d)
+        self.mlp = MLP(d, mlp_ratio)  # minilora's module path, so state dicts (and PEFT's keys) match
 
     def forward(self, x):
         x = x + self.attn(self.ln_1(x))
-        return x + self.down_proj(F.gelu(self.up_proj(self.ln_2(x)), approximate="tanh"))
+        return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):

@@ -9,15 +9,15 @@ model switches by subtracting B A and adding B' A' (Section 4.2, "no additional 
 """
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from contextlib import contextmanager
-from dataclasses import replace
 
 from . import backend
-from .backend import xp
 from .lora_layer import LoraConfig, LoraLinear, lora_scaling
 from .nn import Linear, Module
+from .validation import fail
 
 __all__ = ["LoraConfig", "LoraLinear", "LoraModel", "get_lora_model", "find_targets",
            "lora_scaling"]
@@ -90,13 +90,22 @@ class LoraModel(Module):
 
     # -- adapters ----------------------------------------------------------------------------
     def add_adapter(self, adapter_name: str, config: LoraConfig, seed: int = 0) -> None:
-        """Add a new adapter (inactive until ``set_adapter``); wraps newly targeted Linears."""
+        """Add a new adapter (inactive until ``set_adapter``); wraps newly targeted Linears.
+
+        All or nothing: every check (names, ranks, the memory A and B need) comes first, and
+        a failure while wrapping puts back every layer as it was.
+        """
+        if not isinstance(adapter_name, str) or not adapter_name:
+            fail("add_adapter: adapter_name", adapter_name, "a non-empty string", TypeError)
+        if not isinstance(config, LoraConfig):
+            fail("add_adapter: config", config, "a LoraConfig", TypeError)
         if adapter_name in self.peft_config:
             raise ValueError(f"adapter {adapter_name!r} already exists; adapters: "
                              f"{list(self.peft_config)}")
         if any(layer.merged for _, layer in self.lora_layers()):
             raise ValueError("add_adapter: unmerge the merged adapters first")
         targets = find_targets(self.model, config)  # raises before anything changes
+        needed, too_wide = 0, []
         for path in targets:
             layer = self.model.get_submodule(path)
             r, full = config.rank_for(path), min(layer.in_features, layer.out_features)
@@ -104,24 +113,45 @@ class LoraModel(Module):
                 raise ValueError(f"{path}: init_lora_weights='pissa' needs r <= min(in, out)="
                                  f"{full} (W0 has only that many singular vectors), got r={r}")
             if r > full:
-                warnings.warn(f"{path}: r={r} exceeds min(in, out)={full}; it adds parameters "
-                              f"but no expressivity", stacklevel=2)
+                too_wide.append(f"{path}: r={r} exceeds min(in, out)={full}; it adds parameters "
+                                f"but no expressivity")
+            needed += r * (layer.in_features + layer.out_features) * _itemsize(layer)
+        if needed > _physical_memory():
+            raise ValueError(f"add_adapter: LoraConfig.r={config.r} (rank_pattern "
+                             f"{config.rank_pattern}) needs {needed / 2**30:.3g} GiB for A and B, "
+                             f"more than this machine's {_physical_memory() / 2**30:.3g} GiB")
+        for message in too_wide:
+            warnings.warn(message, stacklevel=2)
         gen = backend.Generator(seed)
-        for path in targets:
-            layer = self.model.get_submodule(path)
-            if not isinstance(layer, LoraLinear):
+        originals = {path: self.model.get_submodule(path) for path in targets}
+        try:
+            for path in targets:
+                layer = self.model.get_submodule(path)
+                if not isinstance(layer, LoraLinear):
+                    parent, leaf = _parent(self.model, path)
+                    layer = LoraLinear(layer, adapter_name=None)
+                    setattr(parent, leaf, layer)
+                layer.update_layer(adapter_name, config.rank_for(path), config.alpha_for(path),
+                                   config.lora_dropout, config.init_lora_weights,
+                                   config.use_rslora, generator=gen, use_dora=config.use_dora)
+        except BaseException:  # MemoryError, KeyboardInterrupt: undo the layers done so far
+            for path, original in originals.items():
                 parent, leaf = _parent(self.model, path)
-                layer = LoraLinear(layer, adapter_name=None)
-                setattr(parent, leaf, layer)
-            layer.update_layer(adapter_name, config.rank_for(path), config.alpha_for(path),
-                               config.lora_dropout, config.init_lora_weights, config.use_rslora,
-                               generator=gen, use_dora=config.use_dora)
+                setattr(parent, leaf, original)
+                if isinstance(original, LoraLinear) and adapter_name in original.lora_A:
+                    original.delete_adapter(adapter_name)
+            raise
         self.peft_config[adapter_name] = config
         self._set_trainable()
 
     def set_adapter(self, adapter_name: str | list[str]) -> None:
         """Make ``adapter_name`` (or several) the active adapter(s): used in forward, trainable."""
-        names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
+        names = [adapter_name] if isinstance(adapter_name, str) else adapter_name
+        if not isinstance(names, (list, tuple)) or not names \
+                or not all(isinstance(n, str) for n in names):
+            fail("set_adapter: adapter_name", adapter_name, f"an adapter name or a non-empty "
+                 f"list of them; adapters: {list(self.peft_config)}", TypeError)
+        names = list(names)
         unknown = [n for n in names if n not in self.peft_config]
         if unknown:
             raise ValueError(f"unknown adapter(s) {unknown}; adapters: {list(self.peft_config)}")
@@ -145,8 +175,15 @@ class LoraModel(Module):
             layer.delete_adapter(adapter_name)
         del self.peft_config[adapter_name]
         remaining = [n for n in self.active_adapters if n != adapter_name]
-        self.active_adapter = remaining[0] if len(remaining) == 1 else remaining
-        self._set_trainable()
+        if not remaining and self.peft_config:  # as PEFT: the first of the others, by name
+            remaining = sorted(self.peft_config)[:1]
+            warnings.warn(f"adapter {adapter_name!r} was active and is deleted; the active "
+                          f"adapter is now {remaining[0]!r}", stacklevel=2)
+        if remaining:
+            self.set_adapter(remaining[0] if len(remaining) == 1 else remaining)
+        else:
+            self.active_adapter = []
+            self._set_trainable()
 
     def _set_trainable(self) -> None:
         """Freeze the base; train the active adapters' A and B, DoRA's magnitude m (and
@@ -246,48 +283,16 @@ class LoraModel(Module):
         "svd": the best rank-k factorization (Eckart–Young) of Σ w_i ΔW_i per layer,
                k = svd_rank or max r_i.
         """
-        unknown = [a for a in adapters if a not in self.peft_config]
-        if unknown or len(adapters) != len(weights) or not adapters:
-            raise ValueError(f"add_weighted_adapter: adapters {adapters} (unknown: {unknown}) and "
-                             f"weights {weights} must be known and of equal length")
-        if adapter_name in self.peft_config:
-            raise ValueError(f"adapter {adapter_name!r} already exists")
-        if combination_type not in ("cat", "linear", "svd"):
-            raise ValueError(f"combination_type must be 'cat', 'linear' or 'svd', "
-                             f"got {combination_type!r}")
-        ranks = {self.peft_config[a].r for a in adapters}
-        if combination_type == "linear" and (len(ranks) > 1 or any(
-                self.peft_config[a].rank_pattern for a in adapters)):
-            raise ValueError(f"combination_type='linear' needs adapters of one rank, got {ranks}")
-        if any(self.peft_config[a].use_dora for a in adapters):
-            raise ValueError("add_weighted_adapter: DoRA adapters cannot be combined: their "
-                             "magnitude rescales W0 + ΔW as a whole, not a sum of ΔW's")
-        if combination_type == "linear" and any(w < 0 for w in weights):
-            raise ValueError(f"combination_type='linear' takes √w of each weight, so weights "
-                             f"must be >= 0, got {weights}; 'cat' and 'svd' take any sign")
-        factors = {}
-        for path, layer in self.lora_layers():
-            present = [(a, w) for a, w in zip(adapters, weights) if a in layer.lora_A]
-            if present:
-                factors[path] = _combine(layer, present, combination_type, svd_rank)
-        new_r = {path: A.shape[0] for path, (A, _) in factors.items()}
-        base = self.peft_config[adapters[0]]
-        config = replace(base, r=max(new_r.values()), lora_alpha=max(new_r.values()),
-                         use_rslora=False,  # scaling alpha / r = 1 (rsLoRA would give √r)
-                         target_modules=sorted(factors), init_lora_weights=True,
-                         rank_pattern={re.escape(p): r for p, r in new_r.items()},
-                         alpha_pattern={re.escape(p): r for p, r in new_r.items()})
-        self.add_adapter(adapter_name, config)
-        for path, (A, B) in factors.items():
-            layer = self.model.get_submodule(path)
-            layer.lora_A[adapter_name].weight.data = A
-            layer.lora_B[adapter_name].weight.data = B
-        self._set_trainable()
+        from .combine import add_weighted_adapter  # the recipes, in a chapter of their own
+        add_weighted_adapter(self, adapters, weights, adapter_name, combination_type, svd_rank)
 
     # -- files (PEFT's method names; the code lives in adapters.py, which builds on this one) --
     def save_pretrained(self, directory, adapter_name: str | None = None):
         """Write one adapter as ``adapter_config.json`` + ``adapter_model.safetensors``."""
         from .adapters import save_adapter
+        if adapter_name is None and not self.active_adapters:
+            raise ValueError(f"save_pretrained: no active adapter to save (adapters: "
+                             f"{list(self.peft_config)}); pass adapter_name")
         return save_adapter(self, directory, adapter_name or self.active_adapters[0])
 
     def load_adapter(self, directory, adapter_name: str, is_trainable: bool = False) -> None:
@@ -308,21 +313,17 @@ class LoraModel(Module):
               f"trainable%: {100 * trainable / total:.4f}")
 
 
-def _combine(layer: LoraLinear, present, combination_type: str, svd_rank: int | None):
-    """(A, B) of the combined adapter for one layer, with scaling 1."""
-    if combination_type == "cat":
-        A = xp.concat([w * layer.scaling[a] * layer.lora_A[a].weight.data for a, w in present])
-        B = xp.concat([layer.lora_B[a].weight.data for a, _ in present], axis=1)
-        return A, B
-    if combination_type == "linear":
-        root = {a: (w * layer.scaling[a]) ** 0.5 for a, w in present}  # split w·s over A and B
-        A = sum(root[a] * layer.lora_A[a].weight.data for a, _ in present)
-        B = sum(root[a] * layer.lora_B[a].weight.data for a, _ in present)
-        return A, B
-    delta = sum(w * layer.delta_weight(a) for a, w in present)  # Σ w_i ΔW_i, (out, in)
-    k = svd_rank or max(layer.r[a] for a, _ in present)
-    U, S, Vh = xp.linalg.svd(delta, full_matrices=False)
-    return Vh[:k, :], U[:, :k] * S[None, :k]  # A = V_kᵀ (k, in), B = U_k Σ_k (out, k)
+def _itemsize(layer) -> int:
+    """Bytes per element of A and B, which take the base weight's dtype."""
+    base = getattr(layer, "base_layer", layer)
+    return {"float16": 2, "bfloat16": 2, "float32": 4}.get(backend.dtype_name(base.weight.dtype), 8)
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no estimate, no limit
+        return 2**63
 
 
 def get_lora_model(model: Module, config: LoraConfig, adapter_name: str = "default",

@@ -15,7 +15,6 @@ Names and layout follow PEFT (``lora_A``, ``lora_B``, ``scaling``, ``base_layer`
 from __future__ import annotations
 
 import math
-import numbers
 import re
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,8 @@ from .dora import DoraLinearLayer
 from .linear4bit import Linear4bit
 from .nn import Dropout, Linear, Module, ModuleDict
 from .tensor import Tensor
+from .validation import (check_bool, check_choice, check_int, check_pattern, check_real,
+                         check_targets)
 
 INIT_CHOICES = (True, False, "gaussian", "pissa")
 
@@ -47,31 +48,22 @@ class LoraConfig:
     use_dora: bool = False  # DoRA: also train a magnitude per output row (dora.py)
 
     def __post_init__(self):
-        if self.target_modules is None:
-            self.target_modules = ["q_proj", "v_proj"]  # PEFT's default for LLaMA-style models
-        ranks = [self.r, *self.rank_pattern.values()]
-        alphas = [self.lora_alpha, *self.alpha_pattern.values()]
-        bad_ranks = [r for r in ranks
-                     if not isinstance(r, numbers.Integral) or isinstance(r, bool) or r <= 0]
-        if bad_ranks:
-            raise ValueError(f"LoraConfig: r must be a positive integer, got {bad_ranks[0]!r}")
-        # any integer type (a NumPy int from a sweep, say) is stored as a Python int, so the
-        # config writes to JSON and compares as PEFT's does
-        self.r = int(self.r)
-        self.rank_pattern = {k: int(v) for k, v in self.rank_pattern.items()}
-        bad_alphas = [a for a in alphas if not 0 < a < math.inf]  # NaN fails this too
-        if bad_alphas:
-            raise ValueError(f"LoraConfig: lora_alpha must be positive and finite, "
-                             f"got {bad_alphas[0]!r}")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"LoraConfig: lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        if self.init_lora_weights not in INIT_CHOICES or isinstance(self.init_lora_weights, int) \
-                and not isinstance(self.init_lora_weights, bool):
-            raise ValueError(f"LoraConfig: init_lora_weights must be one of {INIT_CHOICES}, "
-                             f"got {self.init_lora_weights!r}")
-        if self.bias not in ("none", "all", "lora_only"):
-            raise ValueError(f"LoraConfig: bias must be 'none', 'all' or 'lora_only', "
-                             f"got {self.bias!r}")
+        """Check every field (type and range) before the config is used; all or nothing."""
+        where = "LoraConfig."
+        self.r = check_int(where + "r", self.r, low=1)
+        self.lora_alpha = check_real(where + "lora_alpha", self.lora_alpha, low=0, low_open=True)
+        self.target_modules = check_targets(where + "target_modules", self.target_modules)
+        self.lora_dropout = check_real(where + "lora_dropout", self.lora_dropout, 0.0, 1.0,
+                                       high_open=True)
+        self.use_rslora = check_bool(where + "use_rslora", self.use_rslora)
+        self.use_dora = check_bool(where + "use_dora", self.use_dora)
+        self.init_lora_weights = check_choice(where + "init_lora_weights",
+                                              self.init_lora_weights, INIT_CHOICES)
+        self.bias = check_choice(where + "bias", self.bias, ("none", "all", "lora_only"))
+        self.rank_pattern = check_pattern(where + "rank_pattern", self.rank_pattern,
+                                          lambda at, v: check_int(at, v, low=1))
+        self.alpha_pattern = check_pattern(where + "alpha_pattern", self.alpha_pattern,
+                                           lambda at, v: check_real(at, v, low=0, low_open=True))
 
     def rank_for(self, module_name: str) -> int:
         return _pattern_value(self.rank_pattern, module_name, self.r)
@@ -84,9 +76,11 @@ class LoraConfig:
 
 
 def _pattern_value(patterns: dict, name: str, default):
-    """PEFT's rule: a key matches a module whose name ends with it (as a regex)."""
+    """PEFT's rule (``get_pattern_key``): the first key that, as a whole regex, matches the end
+    of the module's name after a dot (or all of it). The group keeps an alternation whole:
+    ``"q_proj|v_proj"`` matches both, not ``q_proj`` anywhere or a name ending in ``v_proj``."""
     for key, value in patterns.items():
-        if re.match(rf"(.*\.)?{key}$", name):
+        if re.match(rf"(.*\.)?({key})$", name):
             return value
     return default
 

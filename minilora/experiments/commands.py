@@ -5,6 +5,7 @@ Only argparse here; each command imports the experiment code when it runs.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 EXPERIMENT_HELP = {
     "rank-ablation": "accuracy against r per set of adapted weights (Table 6)",
@@ -29,6 +30,9 @@ def _common(p) -> None:
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
                    help="worker processes for the sweep (default: 2, or 1 on a 1-core machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the sweep on a Dask cluster (tcp://host:8786; needs the cluster "
+                        "extra) instead of --jobs local processes")
 
 
 def add_commands(commands) -> None:
@@ -67,11 +71,38 @@ def _run_figures(args) -> int:
     if args.jobs < 1:
         raise SystemExit("minilora: --jobs must be at least 1")
     _check_out(args.out)
-    result = run_experiments(_setup(args), args.experiments, args.out, args.jobs,
-                             progress=not args.no_progress)
+    with _executor(args.scheduler) as executor:
+        result = run_experiments(_setup(args), args.experiments, args.out, args.jobs,
+                                 executor=executor, progress=not args.no_progress)
     for path in result["files"]:
         print(path)
     return 0
+
+
+@contextmanager
+def _executor(scheduler: str | None):
+    """None (local processes), or a Dask cluster's ``concurrent.futures`` executor.
+
+    Each run reads the pretrained base from the cache (``$MINILORA_CACHE``), which the command
+    fills before the sweep: workers on other machines need that folder on a shared file system.
+    Dask's workers (nanny processes) use one BLAS thread each, so the numbers are the same bytes
+    as a local run's.
+    """
+    if scheduler is None:
+        yield None
+        return
+    try:
+        from distributed import Client
+    except ImportError:
+        raise SystemExit("minilora: --scheduler needs Dask's distributed: "
+                         "pip install 'minilora[cluster]'") from None
+    try:
+        client = Client(scheduler, timeout=10)
+    except (OSError, TimeoutError, ValueError) as err:
+        raise SystemExit(f"minilora: --scheduler {scheduler!r}: cannot reach the scheduler "
+                         f"({err})") from None
+    with client:
+        yield client.get_executor()
 
 
 def _check_out(out: str) -> None:
@@ -87,8 +118,9 @@ def _run_tune(args) -> int:
     from .figures import run_tuning
 
     _check_out(args.out)
-
-    result = run_tuning(_setup(args), args.out, args.jobs, progress=not args.no_progress)
+    with _executor(args.scheduler) as executor:
+        result = run_tuning(_setup(args), args.out, args.jobs, executor=executor,
+                            progress=not args.no_progress)
     for (task, label), lr in result["chosen"].items():
         print(f"{task:6} {label:14} lr {lr:g}")
     for line in result["disagree"]:

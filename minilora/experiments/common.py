@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from .config import Setup
-from .pretrain import _atomic_write
+from ..fileio import atomic_write
 from .runs import RunSpec
 
 
@@ -102,7 +102,7 @@ def lrs_table(lrs: dict) -> list[dict]:
 def write_json(path: str | os.PathLike, data) -> Path:
     """Sorted keys and repr-exact floats: the same data gives the same bytes."""
     path = Path(path)
-    _atomic_write(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+    atomic_write(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
     return path
 
 
@@ -112,7 +112,7 @@ def write_csv(path: str | os.PathLike, rows: list[dict]) -> Path:
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write(path, buffer.getvalue().encode())
+    atomic_write(path, buffer.getvalue().encode())
     return path
 
 

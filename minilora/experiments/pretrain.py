@@ -18,10 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..fileio import atomic_write
 from ..model import GPTConfig
 from .. import tasks
 
@@ -60,23 +60,6 @@ def cache_dir(path: str | os.PathLike | None = None) -> Path:
         return Path(os.environ["MINILORA_CACHE"])
     root = Path(__file__).resolve().parents[2]
     return (root if (root / "pyproject.toml").exists() else Path.cwd()) / ".minilora-cache"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from other users
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def pretrain(config: PretrainConfig, progress: bool = False):
@@ -127,6 +110,6 @@ def load_or_pretrain(config: PretrainConfig, directory: str | os.PathLike | None
                  for k, v in model.state_dict().items()}, metadata={"format": "np"})
     info = {"digest": config.digest(), "config": asdict(config),
             "sha256": hashlib.sha256(blob).hexdigest(), **info}
-    _atomic_write(weights_path, blob)
-    _atomic_write(info_path, json.dumps(info, indent=1).encode())  # last: marks the entry done
+    atomic_write(weights_path, blob)
+    atomic_write(info_path, json.dumps(info, indent=1).encode())  # last: marks the entry done
     return model, info
