@@ -13,6 +13,7 @@ the 0600 of ``tempfile.mkstemp``: an adapter is meant to be shared.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import shutil
 import tempfile
@@ -75,10 +76,10 @@ def _exchange(a: Path, b: Path) -> bool:
         return False
     if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
-    errno = ctypes.get_errno()
-    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: this file system cannot swap
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # this file system cannot swap
         return False
-    raise OSError(errno, f"cannot swap {a} and {b}: {os.strerror(errno)}")
+    raise OSError(code, f"cannot swap {a} and {b}: {os.strerror(code)}")
 
 
 def _link_or_copy(src: str, dst: str) -> None:

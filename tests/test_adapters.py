@@ -361,7 +361,7 @@ def test_a_save_killed_at_any_point_leaves_the_old_pair_or_the_new(tmp_path):
     save_adapter(pairs[0], target)
     (target / "README.md").write_text("mine")
     rng, deadline, kills = np.random.default_rng(0), time.monotonic() + 60, 0
-    while kills < 8 and time.monotonic() < deadline:
+    while kills < 3 or (kills < 8 and time.monotonic() < deadline):  # 3 to 8 kills
         proc = subprocess.Popen([sys.executable, "-c", SAVER, str(target)], stdout=subprocess.PIPE)
         assert proc.stdout.readline().strip() == b"ready"
         time.sleep(rng.uniform(0.0, 0.3))
@@ -374,7 +374,6 @@ def test_a_save_killed_at_any_point_leaves_the_old_pair_or_the_new(tmp_path):
         assert loaded.peft_config["default"].lora_alpha == (8 if np.array_equal(out, outputs[0])
                                                             else 16)
         assert (target / "README.md").read_text() == "mine"
-    assert kills >= 3
     save_adapter(pairs[1], target)  # the next save removes what the killed ones left
     assert sorted(os.listdir(tmp_path)) == ["adapter"]
     assert sorted(os.listdir(target)) == ["README.md", "adapter_config.json",
