@@ -308,6 +308,9 @@ print("all self-checks passed")
 # ## Exercises
 #
 # Solutions are in `lessons/solutions/01_autograd.py`; try first.
+# Graded: exercises 1-4. Write your answers in `lessons/exercises/ex01.py` (each function's
+# docstring says what to compute) and run `pytest lessons/checks/test_01.py`: a wrong answer
+# fails with what was expected and a hint.
 #
 # 1. **Grow `Value`.** Add `exp()`, `__neg__`, `__sub__` and `__pow__` (a constant exponent
 #    $k$: $\frac{d}{da} a^k = k a^{k-1}$) to `Value`. Build the sigmoid

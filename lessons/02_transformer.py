@@ -266,6 +266,9 @@ print("all self-checks passed")
 # ## Exercises
 #
 # Solutions are in `lessons/solutions/02_transformer.py`.
+# Graded: exercises 1-3. Write your answers in `lessons/exercises/ex02.py` (each function's
+# docstring says what to compute) and run `pytest lessons/checks/test_02.py`: a wrong answer
+# fails with what was expected and a hint.
 #
 # 1. **Saturation.** For random $q, k \in \mathbb{R}^{64}$ and $T = 16$ keys, compare the
 #    entropy of the attention weights $\mathrm{softmax}(q K^\top \cdot s)$ with

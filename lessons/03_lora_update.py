@@ -434,6 +434,9 @@ print("all self-checks passed")
 # ## Exercises
 #
 # Solutions are in `lessons/solutions/03_lora_update.py`.
+# Graded: exercises 1-3 (and section 3's `MyLoraLinear`). Write your answers in
+# `lessons/exercises/ex03.py` (each function's docstring says what to compute) and run `pytest
+# lessons/checks/test_03.py`: a wrong answer fails with what was expected and a hint.
 #
 # 1. **Other initializations.** Build `LoraLinear` layers with `init_lora_weights="gaussian"`
 #    (the paper's Gaussian A) and `init_lora_weights="pissa"` (A and B from the top-r singular

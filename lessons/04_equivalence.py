@@ -246,6 +246,9 @@ print("all self-checks passed")
 # ## Exercises
 #
 # Solutions are in `lessons/solutions/04_equivalence.py`.
+# Graded: exercises 1-3. Write your answers in `lessons/exercises/ex04.py` (each function's
+# docstring says what to compute) and run `pytest lessons/checks/test_04.py`: a wrong answer
+# fails with what was expected and a hint.
 #
 # 1. **The tall case.** Repeat section 4 for `up_proj`, which is $4C \times C$ ($d > k$).
 #    Which factor must be the identity now, which one trains, and what is

@@ -252,6 +252,9 @@ print("all self-checks passed")
 # ## Exercises
 #
 # Solutions are in `lessons/solutions/05_memory.py`.
+# Graded: exercises 1-3. Write your answers in `lessons/exercises/ex05.py` (each function's
+# docstring says what to compute) and run `pytest lessons/checks/test_05.py`: a wrong answer
+# fails with what was expected and a hint.
 #
 # 1. **LLaMA-2 7B.** With the `llama2-7b` preset ($d_{model} = 4096$, 32 layers, a gated MLP
 #    of width 11,008), how many parameters does LoRA train with `target_modules="all-linear"`

@@ -362,6 +362,9 @@ print("all self-checks passed")
 # ## Exercises
 #
 # Solutions are in `lessons/solutions/07_subspace.py`.
+# Graded: exercises 1-3. Write your answers in `lessons/exercises/ex07.py` (each function's
+# docstring says what to compute) and run `pytest lessons/checks/test_07.py`: a wrong answer
+# fails with what was expected and a hint.
 #
 # 1. **Subspaces, not matrices.** For a trained $A$ (r, k) and a random invertible $R$ (r, r),
 #    $RA$ has the same row space as $A$. Compute $\phi(A, RA, r, r)$ and $\phi(A, RA, 1, 1)$.

@@ -321,6 +321,9 @@ print("all self-checks passed")
 # ## Exercises
 #
 # Solutions are in `lessons/solutions/08_limits.py`.
+# Graded: exercise 1 (2 and 3 are experiments). Write your answers in
+# `lessons/exercises/ex08.py` (each function's docstring says what to compute) and run `pytest
+# lessons/checks/test_08.py`: a wrong answer fails with what was expected and a hint.
 #
 # 1. **Other permutations.** What is $\operatorname{rank}(P - I)$ for a single 64-cycle, for 32
 #    disjoint swaps, and for the identity? What is the smallest rank a derangement of 64

@@ -380,6 +380,9 @@ print("all self-checks passed")
 # ## Exercises
 #
 # Solutions are in `lessons/solutions/09_variants.py`.
+# Graded: exercises 1-2 (3 is an experiment). Write your answers in `lessons/exercises/ex09.py`
+# (each function's docstring says what to compute) and run `pytest lessons/checks/test_09.py`: a
+# wrong answer fails with what was expected and a hint.
 #
 # 1. **FP4 by hand.** E2M1 has 1 sign bit, 2 exponent bits (bias 1) and 1 mantissa bit: the
 #    magnitude is $2^{e-1}(1 + m/2)$ for $e > 0$ and $m/2$ for $e = 0$. List the 16 bit

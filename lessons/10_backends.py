@@ -200,6 +200,9 @@ print("all self-checks passed")
 # ## Exercises
 #
 # Solutions are in `lessons/solutions/10_backends.py`.
+# Graded: exercise 1 (2 is an observation, 3 needs a GPU). Write your answers in
+# `lessons/exercises/ex10.py` (each function's docstring says what to compute) and run `pytest
+# lessons/checks/test_10.py`: a wrong answer fails with what was expected and a hint.
 #
 # 1. **Catch a NumPy-only call.** Write `bincount_rows(ids, rows, n)` that sums `rows` into
 #    `n` buckets with `np.add.at`, run it on the strict namespace and see it fail; then rewrite

@@ -11,6 +11,7 @@ from statistics import mean
 
 import numpy as np
 
+from ex08 import derangement_rank_range, rank_of_change  # this folder's ex08.py
 from minilora import analysis
 from minilora.experiments.common import full_spec, lora_spec, setup_lrs
 from minilora.experiments.config import FULL, QUICK
@@ -33,18 +34,13 @@ LORA_R = 4 if FAST else 8
 n = 64
 
 
-def rank_of_change(pi):
-    P = np.zeros((n, n))
-    P[pi, np.arange(n)] = 1
-    return np.linalg.matrix_rank(P - np.eye(n))
-
-
 examples = {"one 64-cycle": np.roll(np.arange(n), 1),
             "32 swaps": np.arange(n) ^ 1,  # 0<->1, 2<->3, ...
             "identity": np.arange(n)}
 ranks = {name: int(rank_of_change(pi)) for name, pi in examples.items()}
 print(ranks)
 assert ranks == {"one 64-cycle": 63, "32 swaps": 32, "identity": 0}
+assert derangement_rank_range(n) == (ranks["32 swaps"], ranks["one 64-cycle"])
 
 # %% [markdown]
 # ## 2. The threshold, and 3. method or distance?
