@@ -15,8 +15,8 @@
 #
 # **Prerequisites**: Python, NumPy arrays, the derivative of a function of one variable.
 #
-# **Time**: runs in under 1 s (the same with `MINILORA_FAST=1`); 30–45 minutes to read
-# and do the exercises.
+# **Time**: 30–45 minutes to read and do the exercises; how long it runs (full and
+# `MINILORA_FAST=1`, wall and CPU time) is measured in `lessons/README.md`.
 
 # %%
 import inspect
@@ -24,12 +24,17 @@ import math
 import os
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import minilora.functional as F
 import minilora.ops
 from minilora import Tensor, unbroadcast
 from minilora.gradcheck import gradcheck, vjp_check
 
+# One BLAS thread: these matrices are small, so extra threads gain little, and on a busy
+# machine a thread waiting for a core makes each product slower (lessons/README.md's times
+# were measured so). threadpoolctl sets it for this process only.
+threadpool_limits(1)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"  # CI runs every lesson with MINILORA_FAST=1
 N = 3 if FAST else 8  # array size in the gradient checks (2 forward passes per entry)
 
@@ -178,6 +183,17 @@ o_t.backward()
 for name, t in tensors.items():
     print(f"do/d{name:2}: Tensor {float(t.grad):+.6f}   Value {value_grads[name]:+.6f}")
     assert abs(float(t.grad) - value_grads[name]) < 1e-12
+
+# %% [markdown]
+# **For the PyTorch reader.** The same lines in PyTorch:
+#
+# | here (minilora) | PyTorch |
+# |---|---|
+# | `Tensor(v, requires_grad=True, dtype="float64")` | `torch.tensor(v, requires_grad=True, dtype=torch.float64)` |
+# | `o_t.backward()`, then `t.grad` (a NumPy array) | `o.backward()`, then `t.grad` (a `torch.Tensor`) |
+# | `x.detach()`, `with no_grad():` | `x.detach()`, `with torch.no_grad():` |
+# | a `_backward` closure beside each forward (`minilora/ops.py`) | `torch.autograd.Function` with `forward(ctx, ...)` and `backward(ctx, grad_output)` |
+# | `gradcheck(fn, inputs)` (section 6) | `torch.autograd.gradcheck(fn, inputs)`, also on float64 inputs |
 
 # %% [markdown]
 # Here is minilora's multiplication. It is `Value.__mul__` for arrays: the forward

@@ -19,8 +19,8 @@
 # **Prerequisites**: lesson 03 ($\Delta W = s\,BA$ and its gradients); the singular value
 # decomposition.
 #
-# **Time**: runs in about 3 s (`MINILORA_FAST=1`: about 1.5 s); 30–45 minutes to read and do
-# the exercises.
+# **Time**: 30–45 minutes to read and do the exercises; how long it runs (full and
+# `MINILORA_FAST=1`, wall and CPU time) is measured in `lessons/README.md`.
 
 # %%
 import os
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 if "ipykernel" not in sys.modules:  # run as a script: draw into files, open no window
     matplotlib.use("Agg")
@@ -41,6 +42,10 @@ from minilora.model import GPT, GPTConfig
 from minilora.optim import SGD, AdamW
 from minilora.train import IGNORE_INDEX, loss_fn
 
+# One BLAS thread: these matrices are small, so extra threads gain little, and on a busy
+# machine a thread waiting for a core makes each product slower (lessons/README.md's times
+# were measured so). threadpoolctl sets it for this process only.
+threadpool_limits(1)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"  # CI runs every lesson with MINILORA_FAST=1
 FIT_STEPS = 800 if FAST else 1500  # AdamW steps fitting B A to a target (section 3)
 SGD_STEPS = 5 if FAST else 60  # steps of the two training runs compared in section 4
@@ -227,6 +232,13 @@ for step in range(SGD_STEPS):
               f"max |W_full - (W0 + sBA)| {gaps[-1]:.1e}")
 moved = max(np.abs(layer.delta_weight()).max() for _, layer in lm.lora_layers())
 print(f"largest entry of any dW after {SGD_STEPS} steps: {moved:.3f}")
+
+# %% [markdown]
+# **For the PyTorch reader.** Section 4's set-up in PyTorch and PEFT: the frozen identity is
+# `layer.lora_B["default"].weight.data = torch.eye(d)` with `.requires_grad_(False)`, the
+# zero start `torch.nn.init.zeros_(layer.lora_A["default"].weight)`, and the two optimizers
+# `torch.optim.SGD(full.parameters(), lr=eta * s**2)` and `torch.optim.SGD(lora.parameters(),
+# lr=eta)`: the same theorem, the same few lines.
 
 # %% [markdown]
 # ## Self-checks

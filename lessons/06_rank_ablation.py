@@ -36,6 +36,7 @@ from statistics import mean
 
 import matplotlib
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 if "ipykernel" not in sys.modules:  # run as a script: draw into files, open no window
     matplotlib.use("Agg")
@@ -50,6 +51,10 @@ from minilora.experiments.runs import run_specs
 from minilora.lora import LoraConfig, get_lora_model
 from minilora.model import GPT
 
+# One BLAS thread: these matrices are small, so extra threads gain little, and on a busy
+# machine a thread waiting for a core makes each product slower (lessons/README.md's times
+# were measured so). threadpoolctl sets it for this process only.
+threadpool_limits(1)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"  # CI runs every lesson with MINILORA_FAST=1
 SETUP = QUICK if FAST else FULL  # the figures' two set-ups (experiments/config.py)
 RANKS = (1, 4) if FAST else (1, 4, 16)  # our own ablation's r axis (section 3)

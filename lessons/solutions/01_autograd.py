@@ -6,6 +6,7 @@
 
 # %%
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import minilora.functional as F
 from ex01 import Value, cross_entropy_grad, sigmoid, softmax, unbroadcast_prediction
@@ -13,6 +14,8 @@ from minilora import Tensor
 from minilora.gradcheck import gradcheck
 
 rng = np.random.default_rng(0)
+
+threadpool_limits(1)  # one BLAS thread, as in the lessons (see their first code cell)
 
 # %% [markdown]
 # ## 1. Grow `Value`

@@ -9,6 +9,7 @@ import math
 import os
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import minilora.functional as F
 from ex02 import attention_by_hand, attention_entropy, sort_batch  # this folder's ex02.py
@@ -18,6 +19,7 @@ from minilora.optim import AdamW
 from minilora.tensor import no_grad
 from minilora.train import evaluate, train
 
+threadpool_limits(1)  # one BLAS thread, as in the lessons (see their first code cell)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"
 STEPS = 60 if FAST else 250
 rng = np.random.default_rng(0)

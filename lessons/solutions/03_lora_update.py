@@ -8,6 +8,7 @@
 import os
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ex03 import MyLoraLinear, cat_factors, first_step, fit_target  # this folder's ex03.py
 from minilora import Tensor
@@ -17,6 +18,7 @@ from minilora.nn import Linear
 from minilora.optim import AdamW
 from minilora.train import IGNORE_INDEX, evaluate, train
 
+threadpool_limits(1)  # one BLAS thread, as in the lessons (see their first code cell)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"
 BASE_STEPS = 40 if FAST else 150
 ADAPTER_STEPS = 20 if FAST else 150

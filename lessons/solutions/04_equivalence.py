@@ -8,6 +8,7 @@
 import os
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ex04 import AtA_diagonal, rank_needed, tall_identity  # this folder's ex04.py
 from minilora.lora import LoraConfig, get_lora_model
@@ -15,6 +16,7 @@ from minilora.model import GPT, GPTConfig
 from minilora.optim import SGD
 from minilora.train import IGNORE_INDEX, loss_fn
 
+threadpool_limits(1)  # one BLAS thread, as in the lessons (see their first code cell)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"
 SGD_STEPS = 5 if FAST else 60
 rng = np.random.default_rng(0)

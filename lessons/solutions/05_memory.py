@@ -7,11 +7,14 @@
 # %%
 import os
 
+from threadpoolctl import threadpool_limits
+
 from ex05 import all_linear_lora_parameters, lora_to_full_ratio, qlora_training_bytes  # ex05.py
 from minilora import accounting
 from minilora.accounting import format_bytes
 from minilora.model import GPTConfig
 
+threadpool_limits(1)  # one BLAS thread, as in the lessons (see their first code cell)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"
 
 # %% [markdown]

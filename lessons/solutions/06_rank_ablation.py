@@ -9,6 +9,7 @@ import os
 from statistics import mean
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from minilora import tasks
 from minilora.experiments.common import lora_spec, setup_lrs
@@ -21,6 +22,7 @@ from minilora.optim import AdamW, get_cosine_schedule_with_warmup
 from minilora.tensor import no_grad
 from minilora.train import evaluate, train
 
+threadpool_limits(1)  # one BLAS thread, as in the lessons (see their first code cell)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"
 SETUP = QUICK if FAST else FULL
 lrs = setup_lrs(SETUP)

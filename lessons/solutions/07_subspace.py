@@ -8,6 +8,7 @@
 import os
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ex07 import output_phi, phi_after_mixing, top_energy  # this folder's ex07.py
 from minilora import analysis
@@ -16,6 +17,7 @@ from minilora.experiments.config import FULL, QUICK
 from minilora.experiments.pretrain import load_or_pretrain
 from minilora.experiments.runs import run_one
 
+threadpool_limits(1)  # one BLAS thread, as in the lessons (see their first code cell)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"
 SETUP = QUICK if FAST else FULL
 lrs = setup_lrs(SETUP)

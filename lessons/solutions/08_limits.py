@@ -10,6 +10,7 @@ from dataclasses import replace
 from statistics import mean
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ex08 import derangement_rank_range, rank_of_change  # this folder's ex08.py
 from minilora import analysis
@@ -18,6 +19,7 @@ from minilora.experiments.config import FULL, QUICK
 from minilora.experiments.pretrain import load_or_pretrain
 from minilora.experiments.runs import run_one
 
+threadpool_limits(1)  # one BLAS thread, as in the lessons (see their first code cell)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"
 SETUP = QUICK if FAST else FULL
 LORA_R = 4 if FAST else 8

@@ -9,6 +9,7 @@ import os
 import warnings
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ex09 import fp4_values, nf4_tradeoff  # this folder's ex09.py
 from minilora import quantize, tasks
@@ -18,6 +19,7 @@ from minilora.linear4bit import BitsAndBytesConfig, quantize_model
 from minilora.lora import LoraConfig, get_lora_model
 from minilora.tensor import no_grad
 
+threadpool_limits(1)  # one BLAS thread, as in the lessons (see their first code cell)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"
 SETUP = QUICK if FAST else FULL
 rng = np.random.default_rng(0)

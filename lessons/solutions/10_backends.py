@@ -9,11 +9,14 @@ import time
 
 import array_api_strict as strict
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import minilora
 from ex10 import bincount_rows  # this folder's ex10.py
 from minilora import backend
 from minilora.model import GPT, GPTConfig
+
+threadpool_limits(1)  # one BLAS thread, as in the lessons (see their first code cell)
 
 # %% [markdown]
 # ## 1. Catch a NumPy-only call
