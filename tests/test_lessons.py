@@ -4,6 +4,7 @@ Each script runs in its own interpreter, as a student runs it (``python lessons/
 with ``MINILORA_FAST=1`` (smaller sizes, fewer steps) and matplotlib's file-only backend. The
 lessons end with their own self-checks (asserts), so exit code 0 means they passed.
 """
+import json
 import os
 import pathlib
 import subprocess
@@ -128,3 +129,19 @@ def test_a_wrong_answer_fails_with_what_was_expected_and_a_hint(tmp_path):
     assert outcomes["test_scaling_and_shapes"] == "failed"
     assert outcomes["test_starts_as_the_base_layer"] == "passed"  # only what is wrong fails
     assert "expected alpha / r = 2.0, got 4" in output and "Hint:" in output
+
+
+def test_the_readme_times_table_is_times_json():
+    """lessons/README.md's times are the numbers lessons/measure_times.py wrote, not typed in."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("measure_times", ROOT / "lessons" / "measure_times.py")
+    measure_times = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(measure_times)
+    data = json.loads(measure_times.TIMES.read_text())
+    assert {row["lesson"] for row in data["lessons"].values()} == {p.name for p in LESSONS}, \
+        "lessons/times.json does not cover every lesson: python lessons/measure_times.py --write-readme"
+    text = measure_times.README.read_text()
+    block = text[text.index(measure_times.BEGIN):text.index(measure_times.END) + len(measure_times.END)]
+    assert block == measure_times.table(data), \
+        "lessons/README.md's times table differs from lessons/times.json: " \
+        "python lessons/measure_times.py --readme-only"
