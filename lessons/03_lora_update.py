@@ -13,7 +13,9 @@
 # - the update $\Delta W = s\,BA$ with $s = \alpha/r$, and why $B = 0$ at the start (the model
 #   starts unchanged, and $\partial L/\partial A = 0$ at the first step);
 # - the gradients $\partial L/\partial B = s\,G A^\top$ and $\partial L/\partial A = s\,B^\top G$;
-# - the scaling $\alpha/r$ versus rsLoRA's $\alpha/\sqrt{r}$;
+# - to write the layer yourself (`MyLoraLinear`, graded by `lessons/checks/test_03.py`);
+# - the scaling $\alpha/r$ versus rsLoRA's $\alpha/\sqrt{r}$: the first SGD step scales as
+#   $s^2 r$;
 # - parameter counts, $r(d + k)$ instead of $dk$, and `print_trainable_parameters`;
 # - `get_lora_model`, several adapters on one base, merging $W = W_0 + s\,BA$ for zero added
 #   latency, and adapter files.
