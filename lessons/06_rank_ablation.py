@@ -332,7 +332,7 @@ print("all self-checks passed")
 #
 # ### 4. Your own sweep loop (graded)
 #
-# Sections 3 and 4 handed the runs to `run_specs`. Now write the loop that harness runs:
+# The runs above went to `run_specs`. Now write the loop that the harness runs:
 # `my_table6_row(setup, task, label, ranks)` in `lessons/exercises/ex06.py` fine-tunes one
 # adapter per rank with `get_lora_model`, `AdamW`, `train` and `evaluate`, taking every
 # setting (learning rate, steps, batch size, $\alpha$, the seeds) from the run's `RunSpec`,
