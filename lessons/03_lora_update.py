@@ -169,7 +169,8 @@ try:
           "| max |yours - formula|:", np.abs(mine(Tensor(x_mine)).numpy() - formula).max(),
           "| max |yours - LoraLinear|:",
           np.abs(mine(Tensor(x_mine)).numpy() - theirs(Tensor(x_mine)).numpy()).max())
-    assert starts_at_base and np.allclose(mine(Tensor(x_mine)).numpy(), formula, atol=1e-5)
+    assert starts_at_base and np.allclose(mine(Tensor(x_mine)).numpy(), formula, atol=1e-5), \
+        "your MyLoraLinear does not compute the formula: pytest lessons/checks/test_03.py says where"
 except NotImplementedError as todo:
     print(f"MyLoraLinear is not written yet ({todo}); pytest lessons/checks/test_03.py grades it")
 

@@ -360,6 +360,7 @@ try:
         [lora_spec(SETUP, "rev", "Wq,Wv", r, 0, setup_lrs(SETUP)) for r in (1, 4)], progress=False)]
     print("your Table 6 row, 'rev', Wq,Wv:", {r: round(a, 4) for r, a in my_row.items()},
           "| the harness's:", dict(zip((1, 4), (round(a, 4) for a in harness_row))))
-    assert list(my_row.values()) == harness_row
+    assert list(my_row.values()) == harness_row, \
+        "your sweep differs from the harness's: pytest lessons/checks/test_06.py says how"
 except NotImplementedError as todo:
     print(f"my_table6_row is not written yet ({todo}); pytest lessons/checks/test_06.py grades it")
