@@ -3,6 +3,10 @@
 #
 # Each solution ends with asserts, so running this file checks it:
 # `python lessons/solutions/01_autograd.py`.
+#
+# The answers the checks grade are in `ex01.py` beside this file (the same names as in
+# `lessons/exercises/ex01.py`); this script runs them and explains what they show.
+# `MINILORA_ANSWERS=lessons/solutions pytest lessons/checks/test_01.py` grades them.
 
 # %%
 import numpy as np

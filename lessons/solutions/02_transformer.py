@@ -3,6 +3,10 @@
 #
 # `python lessons/solutions/02_transformer.py` runs and checks them (`MINILORA_FAST=1`: fewer
 # training steps in exercise 3).
+#
+# The answers the checks grade are in `ex02.py` beside this file (the same names as in
+# `lessons/exercises/ex02.py`); this script runs them and explains what they show.
+# `MINILORA_ANSWERS=lessons/solutions pytest lessons/checks/test_02.py` grades them.
 
 # %%
 import math

@@ -3,6 +3,10 @@
 #
 # `python lessons/solutions/03_lora_update.py` runs and checks them (`MINILORA_FAST=1`: fewer
 # training steps in exercise 3).
+#
+# The answers the checks grade are in `ex03.py` beside this file (the same names as in
+# `lessons/exercises/ex03.py`); this script runs them and explains what they show.
+# `MINILORA_ANSWERS=lessons/solutions pytest lessons/checks/test_03.py` grades them.
 
 # %%
 import os

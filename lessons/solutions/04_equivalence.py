@@ -3,6 +3,10 @@
 #
 # `python lessons/solutions/04_equivalence.py` runs and checks them (`MINILORA_FAST=1`: fewer
 # steps).
+#
+# The answers the checks grade are in `ex04.py` beside this file (the same names as in
+# `lessons/exercises/ex04.py`); this script runs them and explains what they show.
+# `MINILORA_ANSWERS=lessons/solutions pytest lessons/checks/test_04.py` grades them.
 
 # %%
 import os

@@ -3,6 +3,10 @@
 #
 # `python lessons/solutions/05_memory.py` runs and checks them (`MINILORA_FAST=1`: a smaller
 # model and fewer batch sizes in exercise 3).
+#
+# The answers the checks grade are in `ex05.py` beside this file (the same names as in
+# `lessons/exercises/ex05.py`); this script runs them and explains what they show.
+# `MINILORA_ANSWERS=lessons/solutions pytest lessons/checks/test_05.py` grades them.
 
 # %%
 import os

@@ -3,6 +3,10 @@
 #
 # `python lessons/solutions/06_rank_ablation.py` runs and checks them (`MINILORA_FAST=1`: the
 # small set-up, fewer steps and seeds).
+#
+# The answers the checks grade are in `ex06.py` beside this file (the same names as in
+# `lessons/exercises/ex06.py`); this script runs them and explains what they show.
+# `MINILORA_ANSWERS=lessons/solutions pytest lessons/checks/test_06.py` grades them.
 
 # %%
 import os

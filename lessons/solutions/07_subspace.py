@@ -3,6 +3,10 @@
 #
 # `python lessons/solutions/07_subspace.py` runs and checks them (`MINILORA_FAST=1`: the
 # small set-up).
+#
+# The answers the checks grade are in `ex07.py` beside this file (the same names as in
+# `lessons/exercises/ex07.py`); this script runs them and explains what they show.
+# `MINILORA_ANSWERS=lessons/solutions pytest lessons/checks/test_07.py` grades them.
 
 # %%
 import os

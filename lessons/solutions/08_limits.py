@@ -3,6 +3,10 @@
 #
 # `python lessons/solutions/08_limits.py` runs and checks them (`MINILORA_FAST=1`: the small
 # set-up).
+#
+# The answers the checks grade are in `ex08.py` beside this file (the same names as in
+# `lessons/exercises/ex08.py`); this script runs them and explains what they show.
+# `MINILORA_ANSWERS=lessons/solutions pytest lessons/checks/test_08.py` grades them.
 
 # %%
 import os

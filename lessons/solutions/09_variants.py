@@ -3,6 +3,10 @@
 #
 # `python lessons/solutions/09_variants.py` runs and checks them (`MINILORA_FAST=1`: a smaller
 # weight matrix and the small base model).
+#
+# The answers the checks grade are in `ex09.py` beside this file (the same names as in
+# `lessons/exercises/ex09.py`); this script runs them and explains what they show.
+# `MINILORA_ANSWERS=lessons/solutions pytest lessons/checks/test_09.py` grades them.
 
 # %%
 import os

@@ -3,6 +3,10 @@
 #
 # `python lessons/solutions/10_backends.py` runs and checks them. Exercise 3 needs a GPU; its
 # solution runs only where CuPy works.
+#
+# The answers the checks grade are in `ex10.py` beside this file (the same names as in
+# `lessons/exercises/ex10.py`); this script runs them and explains what they show.
+# `MINILORA_ANSWERS=lessons/solutions pytest lessons/checks/test_10.py` grades them.
 
 # %%
 import time
