@@ -15,8 +15,8 @@
 #
 # **Prerequisites**: Python, NumPy arrays, the derivative of a function of one variable.
 #
-# **Time**: runs in under 1 s (the same with `MINILORA_FAST=1`); 30–45 minutes to read
-# and do the exercises.
+# **Time**: 30–45 minutes to read and do the exercises; how long it runs (full and
+# `MINILORA_FAST=1`, wall and CPU time) is measured in `lessons/README.md`.
 
 # %%
 import inspect
@@ -24,12 +24,17 @@ import math
 import os
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import minilora.functional as F
 import minilora.ops
 from minilora import Tensor, unbroadcast
 from minilora.gradcheck import gradcheck, vjp_check
 
+# One BLAS thread: these matrices are small, so extra threads gain little, and on a busy
+# machine a thread waiting for a core makes each product slower (lessons/README.md's times
+# were measured so). threadpoolctl sets it for this process only.
+threadpool_limits(1)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"  # CI runs every lesson with MINILORA_FAST=1
 N = 3 if FAST else 8  # array size in the gradient checks (2 forward passes per entry)
 
@@ -180,6 +185,17 @@ for name, t in tensors.items():
     assert abs(float(t.grad) - value_grads[name]) < 1e-12
 
 # %% [markdown]
+# **For the PyTorch reader.** The same lines in PyTorch:
+#
+# | here (minilora) | PyTorch |
+# |---|---|
+# | `Tensor(v, requires_grad=True, dtype="float64")` | `torch.tensor(v, requires_grad=True, dtype=torch.float64)` |
+# | `o_t.backward()`, then `t.grad` (a NumPy array) | `o.backward()`, then `t.grad` (a `torch.Tensor`) |
+# | `x.detach()`, `with no_grad():` | `x.detach()`, `with torch.no_grad():` |
+# | a `_backward` closure beside each forward (`minilora/ops.py`) | `torch.autograd.Function` with `forward(ctx, ...)` and `backward(ctx, grad_output)` |
+# | `gradcheck(fn, inputs)` (section 6) | `torch.autograd.gradcheck(fn, inputs)`, also on float64 inputs |
+
+# %% [markdown]
 # Here is minilora's multiplication. It is `Value.__mul__` for arrays: the forward
 # `a.data * b`, and a backward that maps $g = \partial L/\partial out$ to $g \cdot b$ and
 # $g \cdot a$. Two things are new: `unbroadcast` (section 5), and `None` for an input that does
@@ -308,6 +324,9 @@ print("all self-checks passed")
 # ## Exercises
 #
 # Solutions are in `lessons/solutions/01_autograd.py`; try first.
+# Graded: exercises 1-4. Write your answers in `lessons/exercises/ex01.py` (each function's
+# docstring says what to compute) and run `pytest lessons/checks/test_01.py`: a wrong answer
+# fails with what was expected and a hint.
 #
 # 1. **Grow `Value`.** Add `exp()`, `__neg__`, `__sub__` and `__pow__` (a constant exponent
 #    $k$: $\frac{d}{da} a^k = k a^{k-1}$) to `Value`. Build the sigmoid

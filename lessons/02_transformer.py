@@ -16,8 +16,8 @@
 #
 # **Prerequisites**: lesson 01 (autograd); matrix products and the softmax.
 #
-# **Time**: runs in about 10 s (`MINILORA_FAST=1`: about 2 s); 45–60 minutes to read and do
-# the exercises.
+# **Time**: 45–60 minutes to read and do the exercises; how long it runs (full and
+# `MINILORA_FAST=1`, wall and CPU time) is measured in `lessons/README.md`.
 
 # %%
 import math
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 if "ipykernel" not in sys.modules:  # run as a script: draw into files, open no window
     matplotlib.use("Agg")
@@ -39,6 +40,10 @@ from minilora.model import GPT, GPTConfig
 from minilora.optim import AdamW
 from minilora.train import IGNORE_INDEX, evaluate, train
 
+# One BLAS thread: these matrices are small, so extra threads gain little, and on a busy
+# machine a thread waiting for a core makes each product slower (lessons/README.md's times
+# were measured so). threadpoolctl sets it for this process only.
+threadpool_limits(1)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"  # CI runs every lesson with MINILORA_FAST=1
 STEPS = 60 if FAST else 500  # optimizer steps in section 4
 FIGURES = Path(minilora.__file__).resolve().parents[1] / "figures" / "lessons"
@@ -73,6 +78,17 @@ ours = attention(q, k, v)
 fused = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # minilora's fused op
 print("output shape", ours.shape, " max |ours - fused|:",
       np.abs(ours.numpy() - fused.numpy()).max())
+
+# %% [markdown]
+# **For the PyTorch reader.** `minilora.functional` keeps PyTorch's names and signatures, so
+# these lines read the same in `torch.nn.functional`:
+#
+# | here | PyTorch |
+# |---|---|
+# | `F.softmax(q @ k.mT / math.sqrt(d) + M, dim=-1) @ v` | `torch.softmax(q @ k.mT / math.sqrt(d) + M, dim=-1) @ v` |
+# | `F.scaled_dot_product_attention(q, k, v, is_causal=True)` | `torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)` |
+# | `Linear(C, C)`, `LayerNorm(C)`, `Embedding(V, C)` (`minilora/nn.py`) | `nn.Linear(C, C)`, `nn.LayerNorm(C)`, `nn.Embedding(V, C)` |
+# | `model.layers[0].attn.q_proj` | the same path in a LLaMA-style `transformers` model (`model.model.layers[0].self_attn.q_proj`) |
 
 # %% [markdown]
 # Causality, checked: change the value at position 3, and the outputs at positions 0, 1, 2
@@ -266,6 +282,9 @@ print("all self-checks passed")
 # ## Exercises
 #
 # Solutions are in `lessons/solutions/02_transformer.py`.
+# Graded: exercises 1-3. Write your answers in `lessons/exercises/ex02.py` (each function's
+# docstring says what to compute) and run `pytest lessons/checks/test_02.py`: a wrong answer
+# fails with what was expected and a hint.
 #
 # 1. **Saturation.** For random $q, k \in \mathbb{R}^{64}$ and $T = 16$ keys, compare the
 #    entropy of the attention weights $\mathrm{softmax}(q K^\top \cdot s)$ with

@@ -13,7 +13,9 @@
 # - the update $\Delta W = s\,BA$ with $s = \alpha/r$, and why $B = 0$ at the start (the model
 #   starts unchanged, and $\partial L/\partial A = 0$ at the first step);
 # - the gradients $\partial L/\partial B = s\,G A^\top$ and $\partial L/\partial A = s\,B^\top G$;
-# - the scaling $\alpha/r$ versus rsLoRA's $\alpha/\sqrt{r}$;
+# - to write the layer yourself (`MyLoraLinear`, graded by `lessons/checks/test_03.py`);
+# - the scaling $\alpha/r$ versus rsLoRA's $\alpha/\sqrt{r}$: the first SGD step scales as
+#   $s^2 r$;
 # - parameter counts, $r(d + k)$ instead of $dk$, and `print_trainable_parameters`;
 # - `get_lora_model`, several adapters on one base, merging $W = W_0 + s\,BA$ for zero added
 #   latency, and adapter files.
@@ -21,8 +23,8 @@
 # **Prerequisites**: lesson 01 (autograd, $\partial L/\partial W = G^\top X$), lesson 02 (the
 # GPT, its module names, training on a toy task).
 #
-# **Time**: runs in about 10 s (`MINILORA_FAST=1`: about 2 s); 45–60 minutes to read and do
-# the exercises.
+# **Time**: 45–60 minutes to read and do the exercises; how long it runs (full and
+# `MINILORA_FAST=1`, wall and CPU time) is measured in `lessons/README.md`.
 
 # %%
 import os
@@ -31,8 +33,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from minilora import Tensor, no_grad
+from minilora.backend import Generator
 from minilora.adapters import load_adapter
 from minilora.lora import LoraConfig, LoraLinear, get_lora_model, lora_scaling
 from minilora.model import GPT, GPTConfig
@@ -40,9 +44,13 @@ from minilora.nn import Linear
 from minilora.optim import SGD, AdamW
 from minilora.train import IGNORE_INDEX, evaluate, train
 
+# One BLAS thread: these matrices are small, so extra threads gain little, and on a busy
+# machine a thread waiting for a core makes each product slower (lessons/README.md's times
+# were measured so). threadpoolctl sets it for this process only.
+threadpool_limits(1)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"  # CI runs every lesson with MINILORA_FAST=1
-BASE_STEPS = 40 if FAST else 150  # pre-training the base model (section 4)
-ADAPTER_STEPS = 20 if FAST else 150  # training each adapter (sections 5 and 6)
+BASE_STEPS = 40 if FAST else 150  # pre-training the base model (section 5)
+ADAPTER_STEPS = 20 if FAST else 150  # training each adapter (sections 6 and 7)
 N_EVAL = 128 if FAST else 512  # held-out sequences per task
 rng = np.random.default_rng(0)
 
@@ -114,31 +122,106 @@ print("step 2: |dL/dA| max", np.abs(A.grad).max().round(4))
 assert np.allclose(A.grad, s * B.numpy().T @ G, atol=1e-5)  # (r, d) @ (d, k) -> (r, k)
 
 # %% [markdown]
-# ## 3. The scaling: $\alpha/r$ or $\alpha/\sqrt{r}$
+# ## 3. Your turn: write `MyLoraLinear`
+#
+# Everything so far fits in one small class, and now you write it. Open
+# `lessons/exercises/ex03.py`: it holds the skeleton of `MyLoraLinear(base_layer, r, lora_alpha)`
+# with a docstring for each part. Write the scaling $s = \alpha/r$, $A$ random (r, k) and
+# $B = 0$ (d, r) in `__init__`, `forward` as $h = W_0 x + b + s\,B(Ax)$, `delta_weight`
+# ($s\,BA$), and `merge` / `unmerge` (section 8). Then grade it:
+#
+# ```bash
+# pytest lessons/checks/test_03.py
+# ```
+#
+# The cell below compares your layer with `LoraLinear` and with the formula once you have
+# written it; until then it says so, and the rest of the lesson runs on `LoraLinear` alone.
+# (The worked answer is `lessons/solutions/ex03.py`.)
+#
+# **For the PyTorch reader.** The same layer in PEFT (`peft/tuners/lora/layer.py`) keeps `A`
+# and `B` as `nn.Linear` modules in `nn.ModuleDict`s keyed by adapter name, as `LoraLinear`
+# does; the lines you write read there as
+#
+# | here (`MyLoraLinear`) | PEFT (`lora.Linear`) |
+# |---|---|
+# | `A` uniform in $\pm 1/\sqrt{k}$ | `nn.init.kaiming_uniform_(self.lora_A[name].weight, a=math.sqrt(5))` |
+# | `B = 0` | `nn.init.zeros_(self.lora_B[name].weight)` |
+# | `scaling = lora_alpha / r` | `self.scaling[name] = lora_alpha / r` |
+# | `base_layer(x) + ((x @ A.T) @ B.T) * scaling` | `result = result + lora_B(lora_A(dropout(x))) * scaling` |
+# | `weight.data = weight.data + scaling * B @ A` | `base_layer.weight.data += self.get_delta_weight(name)` |
+
+# %%
+from exercises.ex03 import MyLoraLinear  # your answer: lessons/exercises/ex03.py
+
+base = Linear(k, d)
+base.requires_grad_(False)
+try:
+    mine = MyLoraLinear(base, r=r, lora_alpha=alpha)
+    x_mine = rng.standard_normal((5, k)).astype(np.float32)  # (N, k)
+    starts_at_base = np.allclose(mine(Tensor(x_mine)).numpy(), base(Tensor(x_mine)).numpy())
+    mine.B.data = rng.standard_normal((d, r)).astype(np.float32)  # pretend B has been trained
+    theirs = LoraLinear(base, r=r, lora_alpha=alpha)
+    theirs.lora_A["default"].weight.data = mine.A.numpy().copy()
+    theirs.lora_B["default"].weight.data = mine.B.numpy().copy()
+    formula = (x_mine @ base.weight.numpy().T + base.bias.numpy()
+               + alpha / r * (x_mine @ mine.A.numpy().T) @ mine.B.numpy().T)  # (N, d)
+    print("MyLoraLinear: starts at the base layer:", starts_at_base,
+          "| max |yours - formula|:", np.abs(mine(Tensor(x_mine)).numpy() - formula).max(),
+          "| max |yours - LoraLinear|:",
+          np.abs(mine(Tensor(x_mine)).numpy() - theirs(Tensor(x_mine)).numpy()).max())
+    assert starts_at_base and np.allclose(mine(Tensor(x_mine)).numpy(), formula, atol=1e-5), \
+        "your MyLoraLinear does not compute the formula: pytest lessons/checks/test_03.py says where"
+except NotImplementedError as todo:
+    print(f"MyLoraLinear is not written yet ({todo}); pytest lessons/checks/test_03.py grades it")
+
+# %% [markdown]
+# ## 4. The scaling: $\alpha/r$ or $\alpha/\sqrt{r}$
 #
 # The paper scales $\Delta W x$ by $\alpha/r$ and sets $\alpha$ to the first $r$ it tries, so
 # that changing $r$ needs no new learning rate. rsLoRA (Kalajdzievski 2023) points out a
-# catch: if the $r$ directions of $BA$ carry similar, roughly independent contributions,
-# $\lVert BAx\rVert$ grows like $\sqrt{r}$, so $\alpha/r$ *shrinks* the update like
-# $1/\sqrt{r}$ and large ranks barely learn. Scaling by $\alpha/\sqrt{r}$
-# (`use_rslora=True`) keeps the size steady. Here is that picture, with random factors
-# (entries of $B$ of size 1, of $A$ of size $1/\sqrt{k}$):
+# catch: with $\alpha/r$, large ranks learn slowly. Section 2 shows why, from LoRA's own start
+# $B = 0$. Take one SGD step with learning rate $\eta$. Only $B$ moves,
+# $B_1 = -\eta\, s\, G A^\top$, so
+#
+# $$\Delta W_1 = s\, B_1 A = -\eta\, s^2\, G A^\top A .$$
+#
+# To first order this lowers the loss by $-\langle G, \Delta W_1\rangle = \eta\, s^2
+# \lVert G A^\top\rVert_F^2 = \eta\, s^2 \sum_{i=1}^r \lVert G a_i\rVert^2$, a sum over the
+# $r$ rows $a_i$ of $A$. Each row is an independent draw with entries of variance
+# $\sigma^2 = 1/(3k)$ (Kaiming-uniform), so each term is $\sigma^2\lVert G\rVert_F^2$ on
+# average: **the first SGD change scales as $s^2 \cdot r$**. With $s = \alpha/r$ that is
+# $\alpha^2/r$: four times the rank, a quarter of the first step. With $s = \alpha/\sqrt{r}$
+# (`use_rslora=True`) it is $\alpha^2$ at every rank, so a larger rank can use its extra
+# directions. One real SGD step per rank, on a 512 × 512 layer, measured in units of
+# $\eta\,\alpha^2\sigma^2\lVert G\rVert_F^2$ (so $\alpha/\sqrt{r}$ should read 1 and
+# $\alpha/r$ should read $1/r$):
 
 # %%
 d_big = k_big = 512
-X_big = rng.standard_normal((k_big, 100))  # (k, 100): 100 input vectors as columns
-print(f"{'r':>4} {'|BAx|/|x|':>10} {'alpha/r':>9} {'alpha/sqrt(r)':>14}")
-sizes = {}
+x_big = Tensor(rng.standard_normal((512, k_big)), dtype="float64")  # (N, k)
+U_big = rng.standard_normal((512, d_big))  # (N, d): dL/dh, the same for every r
+G_big = U_big.T @ x_big.numpy()  # (d, N) @ (N, k) -> (d, k): dL/dW
+eta, lora_alpha = 1e-3, 8
+unit = eta * lora_alpha ** 2 * np.sum(G_big ** 2) / (3 * k_big)  # eta alpha^2 sigma^2 |G|^2
+print(f"{'r':>4} {'alpha/r':>9} {'alpha/sqrt(r)':>14}")
+first_step = {}
 for r_i in (1, 4, 16, 64, 256):
-    B_i = rng.standard_normal((d_big, r_i))  # (d, r)
-    A_i = rng.standard_normal((r_i, k_big)) / np.sqrt(k_big)  # (r, k)
-    ratios = np.linalg.norm(B_i @ (A_i @ X_big), axis=0) / np.linalg.norm(X_big, axis=0)  # (100,)
-    size = np.sqrt(np.mean(ratios ** 2))  # root-mean-square over the 100 inputs
-    sizes[r_i] = (size * lora_scaling(r_i, 8), size * lora_scaling(r_i, 8, use_rslora=True))
-    print(f"{r_i:4d} {size:10.2f} {sizes[r_i][0]:9.2f} {sizes[r_i][1]:14.2f}")
+    for use_rslora in (False, True):
+        big = Linear(k_big, d_big, bias=False, dtype="float64")
+        big.requires_grad_(False)
+        layer_i = LoraLinear(big, r=r_i, lora_alpha=lora_alpha, use_rslora=use_rslora,
+                             generator=Generator(r_i))  # the same A for both scalings
+        A_i = layer_i.lora_A["default"].weight.numpy().copy()  # (r, k)
+        layer_i(x_big).backward(U_big)
+        SGD(layer_i.parameters(), lr=eta).step()
+        dW1 = layer_i.delta_weight()  # (d, k): Delta W after the first step
+        s_i = layer_i.scaling["default"]
+        assert np.allclose(dW1, -eta * s_i ** 2 * G_big @ A_i.T @ A_i)  # -eta s^2 G A^T A
+        first_step[r_i, use_rslora] = -np.sum(G_big * dW1) / unit  # -<G, dW1>, in units
+    print(f"{r_i:4d} {first_step[r_i, False]:9.4f} {first_step[r_i, True]:14.3f}")
 
 # %% [markdown]
-# ## 4. A base model, and `get_lora_model`
+# ## 5. A base model, and `get_lora_model`
 #
 # To adapt something we first need a pre-trained model. Ours is lesson 02's GPT, pre-trained
 # on the simplest task there is: *copy* $x$ after the separator.
@@ -168,7 +251,7 @@ model = GPT(config, seed=0)
 train(model, AdamW(model.parameters(), lr=3e-3, weight_decay=0.0),
       lambda step: batch("copy", np.random.default_rng([0, step]), 64), BASE_STEPS)
 print("base model on copy:", evaluate(model, held_out["copy"]))
-base_state = {name: w.copy() for name, w in model.state_dict().items()}  # W0, kept for section 8
+base_state = {name: w.copy() for name, w in model.state_dict().items()}  # W0, kept for section 9
 
 # %% [markdown]
 # A LoRA update on one matrix costs $r(d + k)$ parameters instead of $dk$. For one of
@@ -202,7 +285,20 @@ with no_grad():
 print("unchanged at the start (B = 0):", unchanged_at_start)
 
 # %% [markdown]
-# ## 5. Training an adapter
+# **For the PyTorch reader.** The model-level calls of sections 5 to 9 are PEFT's, name for
+# name (`peft/peft_model.py`, `peft/tuners/lora/model.py`):
+#
+# | here | PEFT |
+# |---|---|
+# | `get_lora_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))` | `get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))` |
+# | `lm.print_trainable_parameters()` | `model.print_trainable_parameters()` |
+# | `lm.add_adapter("mirror", config)`, `lm.set_adapter("mirror")` | `model.add_adapter("mirror", config)`, `model.set_adapter("mirror")` |
+# | `with lm.disable_adapter():` | `with model.disable_adapter():` |
+# | `lm.merge_adapter()`, `lm.unmerge_adapter()`, `lm.merge_and_unload()` | the same three methods |
+# | `lm.save_pretrained(folder)`, `load_adapter(base, folder)` | `model.save_pretrained(folder)`, `PeftModel.from_pretrained(base, folder)` |
+
+# %% [markdown]
+# ## 6. Training an adapter
 #
 # The optimizer receives `lm.parameters()` but keeps only what requires grad: the adapter's
 # A and B. The task: *plus one*, write $x + 1 \bmod 16$ instead of $x$. The base model gets it
@@ -222,7 +318,7 @@ W0_untouched = all(np.array_equal(now[name], w) for name, w in base_state.items(
 print("every base weight unchanged after training:", W0_untouched)
 
 # %% [markdown]
-# ## 6. Several adapters on one base
+# ## 7. Several adapters on one base
 #
 # One frozen base can carry many adapters: a task, a domain, a user. `add_adapter` adds one
 # (inactive), `set_adapter` chooses which one runs and trains. A second task, *mirror*
@@ -245,7 +341,7 @@ for name, row in accuracy.items():
     print(f"{name:>10}" + "".join(f"{row[task]:10.3f}" for task in TASKS))
 
 # %% [markdown]
-# ## 7. Merging: zero added latency
+# ## 8. Merging: zero added latency
 #
 # For deployment, store $W = W_0 + s\,BA$ in the base layer: the merged model computes one
 # matrix product per layer, exactly what the base model computes. `merge_adapter` does it
@@ -302,7 +398,7 @@ W_q_restored = lm.model.layers[0].attn.q_proj.base_layer.weight.numpy()
 print("after 6 merge/unmerge cycles, max |W - W0|:", np.abs(W_q_restored - W0_q).max())
 
 # %% [markdown]
-# ## 8. Adapter files
+# ## 9. Adapter files
 #
 # An adapter is saved on its own, in PEFT's layout: a folder with `adapter_config.json` and
 # `adapter_model.safetensors` holding each layer's A and B. To use it, load the *same* base
@@ -336,9 +432,10 @@ with no_grad():
 
 # %%
 assert not np.any(step1_grad_A)  # B = 0 at init, so dL/dA = 0 at the first step
-rs = [sizes[r_i][1] for r_i in sizes]
-assert max(rs) / min(rs) < 1.5  # alpha/sqrt(r): the update's size is steady in r
-assert sizes[1][0] / sizes[256][0] > 8  # alpha/r: it shrinks like 1/sqrt(r) (16x from 1 to 256)
+rs = [first_step[r_i, True] for r_i in (1, 4, 16, 64, 256)]
+assert max(rs) / min(rs) < 1.3  # alpha/sqrt(r): the first step's size is the same at every r
+for r_i in (1, 4, 16, 64, 256):  # alpha/r: it is alpha^2 / r, 256 times smaller at r = 256
+    assert abs(first_step[r_i, False] * r_i / first_step[r_i, True] - 1) < 1e-9
 assert trainable == config.n_layer * 2 * lora_config.r * (C + C)
 assert unchanged_at_start  # get_lora_model starts exactly at the base model
 assert W0_untouched  # training LoRA never changes W0
@@ -351,13 +448,16 @@ assert np.allclose(W_q_restored, W0_q, atol=1e-6)  # unmerge restores W0
 assert np.array_equal(loaded_out, unmerged_out)  # a saved adapter is the trained adapter
 assert np.allclose(plain_out, unmerged_out, atol=1e-4)
 if not FAST:
-    assert accuracy["plus_one"]["plus_one"] > 0.95 and accuracy["mirror"]["mirror"] > 0.95
+    assert accuracy["plus_one"]["plus_one"] > 0.9 and accuracy["mirror"]["mirror"] > 0.9
 print("all self-checks passed")
 
 # %% [markdown]
 # ## Exercises
 #
 # Solutions are in `lessons/solutions/03_lora_update.py`.
+# Graded: exercises 1-3 (and section 3's `MyLoraLinear`). Write your answers in
+# `lessons/exercises/ex03.py` (each function's docstring says what to compute) and run `pytest
+# lessons/checks/test_03.py`: a wrong answer fails with what was expected and a hint.
 #
 # 1. **Other initializations.** Build `LoraLinear` layers with `init_lora_weights="gaussian"`
 #    (the paper's Gaussian A) and `init_lora_weights="pissa"` (A and B from the top-r singular

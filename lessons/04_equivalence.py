@@ -20,8 +20,8 @@
 # **Prerequisites**: lesson 03 ($\Delta W = s\,BA$ and its gradients); the singular value
 # decomposition. Section 5 uses hypothesis (`pip install 'minilora[test]'`).
 #
-# **Time**: runs in about 3 s (`MINILORA_FAST=1`: about 1.5 s); 30–45 minutes to read and do
-# the exercises.
+# **Time**: 30–45 minutes to read and do the exercises; how long it runs (full and
+# `MINILORA_FAST=1`, wall and CPU time) is measured in `lessons/README.md`.
 
 # %%
 import os
@@ -30,6 +30,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 if "ipykernel" not in sys.modules:  # run as a script: draw into files, open no window
     matplotlib.use("Agg")
@@ -42,6 +43,10 @@ from minilora.model import GPT, GPTConfig
 from minilora.optim import SGD, AdamW
 from minilora.train import IGNORE_INDEX, loss_fn
 
+# One BLAS thread: these matrices are small, so extra threads gain little, and on a busy
+# machine a thread waiting for a core makes each product slower (lessons/README.md's times
+# were measured so). threadpoolctl sets it for this process only.
+threadpool_limits(1)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"  # CI runs every lesson with MINILORA_FAST=1
 FIT_STEPS = 800 if FAST else 1500  # AdamW steps fitting B A to a target (section 3)
 SGD_STEPS = 5 if FAST else 60  # steps of the two training runs compared in section 4
@@ -230,6 +235,13 @@ moved = max(np.abs(layer.delta_weight()).max() for _, layer in lm.lora_layers())
 print(f"largest entry of any dW after {SGD_STEPS} steps: {moved:.3f}")
 
 # %% [markdown]
+# **For the PyTorch reader.** Section 4's set-up in PyTorch and PEFT: the frozen identity is
+# `layer.lora_B["default"].weight.data = torch.eye(d)` with `.requires_grad_(False)`, the
+# zero start `torch.nn.init.zeros_(layer.lora_A["default"].weight)`, and the two optimizers
+# `torch.optim.SGD(full.parameters(), lr=eta * s**2)` and `torch.optim.SGD(lora.parameters(),
+# lr=eta)`: the same theorem, the same few lines.
+
+# %% [markdown]
 # ## 5. Your own law
 #
 # Section 1 noted that, from LoRA's usual start, a step moves $\Delta W$ by
@@ -340,6 +352,9 @@ print("all self-checks passed")
 # ## Exercises
 #
 # Solutions are in `lessons/solutions/04_equivalence.py`.
+# Graded: exercises 1-3. Write your answers in `lessons/exercises/ex04.py` (each function's
+# docstring says what to compute) and run `pytest lessons/checks/test_04.py`: a wrong answer
+# fails with what was expected and a hint.
 #
 # 1. **The tall case.** Repeat section 4 for `up_proj`, which is $4C \times C$ ($d > k$).
 #    Which factor must be the identity now, which one trains, and what is

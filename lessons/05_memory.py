@@ -18,8 +18,8 @@
 #
 # **Prerequisites**: lesson 03 (`get_lora_model`, adapters); what Adam stores per parameter.
 #
-# **Time**: runs in about 1 s (`MINILORA_FAST=1`: under 1 s); 30 minutes to read and do the
-# exercises.
+# **Time**: 30 minutes to read and do the exercises; how long it runs (full and
+# `MINILORA_FAST=1`, wall and CPU time) is measured in `lessons/README.md`.
 
 # %%
 import os
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 if "ipykernel" not in sys.modules:  # run as a script: draw into files, open no window
     matplotlib.use("Agg")
@@ -42,6 +43,10 @@ from minilora.lora import LoraConfig, get_lora_model
 from minilora.model import GPT, GPTConfig
 from minilora.optim import AdamW
 
+# One BLAS thread: these matrices are small, so extra threads gain little, and on a busy
+# machine a thread waiting for a core makes each product slower (lessons/README.md's times
+# were measured so). threadpoolctl sets it for this process only.
+threadpool_limits(1)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"  # CI runs every lesson with MINILORA_FAST=1
 FIGURES = Path(minilora.__file__).resolve().parents[1] / "figures" / "lessons"
 
@@ -252,6 +257,9 @@ print("all self-checks passed")
 # ## Exercises
 #
 # Solutions are in `lessons/solutions/05_memory.py`.
+# Graded: exercises 1-3. Write your answers in `lessons/exercises/ex05.py` (each function's
+# docstring says what to compute) and run `pytest lessons/checks/test_05.py`: a wrong answer
+# fails with what was expected and a hint.
 #
 # 1. **LLaMA-2 7B.** With the `llama2-7b` preset ($d_{model} = 4096$, 32 layers, a gated MLP
 #    of width 11,008), how many parameters does LoRA train with `target_modules="all-linear"`

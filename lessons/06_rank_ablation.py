@@ -36,6 +36,7 @@ from statistics import mean
 
 import matplotlib
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 if "ipykernel" not in sys.modules:  # run as a script: draw into files, open no window
     matplotlib.use("Agg")
@@ -50,6 +51,10 @@ from minilora.experiments.runs import run_specs
 from minilora.lora import LoraConfig, get_lora_model
 from minilora.model import GPT
 
+# One BLAS thread: these matrices are small, so extra threads gain little, and on a busy
+# machine a thread waiting for a core makes each product slower (lessons/README.md's times
+# were measured so). threadpoolctl sets it for this process only.
+threadpool_limits(1)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"  # CI runs every lesson with MINILORA_FAST=1
 SETUP = QUICK if FAST else FULL  # the figures' two set-ups (experiments/config.py)
 RANKS = (1, 4) if FAST else (1, 4, 16)  # our own ablation's r axis (section 3)
@@ -309,6 +314,10 @@ print("all self-checks passed")
 # ## Exercises
 #
 # Solutions are in `lessons/solutions/06_rank_ablation.py`.
+# Graded: exercise 4 (below; 1-3 are experiments whose answer is what you observe). Write your
+# answers in `lessons/exercises/ex06.py` (each function's docstring says what to compute) and
+# run `pytest lessons/checks/test_06.py`: a wrong answer fails with what was expected and a
+# hint.
 #
 # 1. **Where $W_v$ fails.** The budget table has $W_v$ alone at $r = 8$ far below 1.0 on "rev".
 #    Train that adapter (`get_lora_model` on the cached base model, `train` with
@@ -320,3 +329,38 @@ print("all self-checks passed")
 #    Table 5's budget at all?
 # 3. **Is the gap bigger than the noise?** Run `Wq` and `Wq,Wv` at $r = 1$ on "rev" for three
 #    seeds each and compare the difference of the means with the spread between seeds.
+#
+# ### 4. Your own sweep loop (graded)
+#
+# The runs above went to `run_specs`. Now write the loop that the harness runs:
+# `my_table6_row(setup, task, label, ranks)` in `lessons/exercises/ex06.py` fine-tunes one
+# adapter per rank with `get_lora_model`, `AdamW`, `train` and `evaluate`, taking every
+# setting (learning rate, steps, batch size, $\alpha$, the seeds) from the run's `RunSpec`,
+# and returns your row of Table 6, {r: accuracy}. Grade it with
+# `pytest lessons/checks/test_06.py`: it must reproduce `run_one`'s numbers to the last digit,
+# because a run is nothing but its spec. Once it is written, the cell below prints your row
+# next to the harness's (it says so until then).
+#
+# **For the PyTorch reader.** The loop is the one you would write with PEFT and PyTorch;
+# line for line:
+#
+# | here | PEFT / PyTorch / transformers |
+# |---|---|
+# | `get_lora_model(model, LoraConfig(r=r, lora_alpha=a, target_modules=t))` | `get_peft_model(model, LoraConfig(r=r, lora_alpha=a, target_modules=t))` |
+# | `AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=0.0)` | `torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=0.0)` |
+# | `get_cosine_schedule_with_warmup(optimizer, warmup, steps)` | `transformers.get_cosine_schedule_with_warmup(optimizer, warmup, steps)` |
+# | `train(model, optimizer, batch_fn, steps, scheduler=...)` | `for step in range(steps): loss.backward(); optimizer.step(); scheduler.step(); optimizer.zero_grad()` |
+
+# %%
+from exercises.ex06 import my_table6_row  # your answer: lessons/exercises/ex06.py
+
+try:
+    my_row = my_table6_row(SETUP, "rev", "Wq,Wv", (1, 4))
+    harness_row = [res["accuracy"] for res in run_specs(
+        [lora_spec(SETUP, "rev", "Wq,Wv", r, 0, setup_lrs(SETUP)) for r in (1, 4)], progress=False)]
+    print("your Table 6 row, 'rev', Wq,Wv:", {r: round(a, 4) for r, a in my_row.items()},
+          "| the harness's:", dict(zip((1, 4), (round(a, 4) for a in harness_row))))
+    assert list(my_row.values()) == harness_row, \
+        "your sweep differs from the harness's: pytest lessons/checks/test_06.py says how"
+except NotImplementedError as todo:
+    print(f"my_table6_row is not written yet ({todo}); pytest lessons/checks/test_06.py grades it")

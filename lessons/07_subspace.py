@@ -31,6 +31,7 @@ from statistics import mean
 
 import matplotlib
 import numpy as np
+from threadpoolctl import threadpool_limits
 import scipy.linalg
 
 if "ipykernel" not in sys.modules:  # run as a script: draw into files, open no window
@@ -46,6 +47,10 @@ from minilora.experiments.runs import run_one
 from minilora.lora import LoraConfig, get_lora_model
 from minilora.model import GPT
 
+# One BLAS thread: these matrices are small, so extra threads gain little, and on a busy
+# machine a thread waiting for a core makes each product slower (lessons/README.md's times
+# were measured so). threadpoolctl sets it for this process only.
+threadpool_limits(1)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"  # CI runs every lesson with MINILORA_FAST=1
 SETUP = QUICK if FAST else FULL
 ROOT = Path(minilora.__file__).resolve().parents[1]
@@ -362,6 +367,9 @@ print("all self-checks passed")
 # ## Exercises
 #
 # Solutions are in `lessons/solutions/07_subspace.py`.
+# Graded: exercises 1-3. Write your answers in `lessons/exercises/ex07.py` (each function's
+# docstring says what to compute) and run `pytest lessons/checks/test_07.py`: a wrong answer
+# fails with what was expected and a hint.
 #
 # 1. **Subspaces, not matrices.** For a trained $A$ (r, k) and a random invertible $R$ (r, r),
 #    $RA$ has the same row space as $A$. Compute $\phi(A, RA, r, r)$ and $\phi(A, RA, 1, 1)$.

@@ -33,6 +33,7 @@ from statistics import mean
 
 import matplotlib
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 if "ipykernel" not in sys.modules:  # run as a script: draw into files, open no window
     matplotlib.use("Agg")
@@ -45,6 +46,10 @@ from minilora.experiments.config import FULL, QUICK
 from minilora.experiments.pretrain import load_or_pretrain
 from minilora.experiments.runs import run_one
 
+# One BLAS thread: these matrices are small, so extra threads gain little, and on a busy
+# machine a thread waiting for a core makes each product slower (lessons/README.md's times
+# were measured so). threadpoolctl sets it for this process only.
+threadpool_limits(1)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"  # CI runs every lesson with MINILORA_FAST=1
 SETUP = QUICK if FAST else FULL
 LORA_R = 4 if FAST else 8  # the adapter compared with full fine-tuning (section 3)
@@ -321,6 +326,9 @@ print("all self-checks passed")
 # ## Exercises
 #
 # Solutions are in `lessons/solutions/08_limits.py`.
+# Graded: exercise 1 (2 and 3 are experiments). Write your answers in
+# `lessons/exercises/ex08.py` (each function's docstring says what to compute) and run `pytest
+# lessons/checks/test_08.py`: a wrong answer fails with what was expected and a hint.
 #
 # 1. **Other permutations.** What is $\operatorname{rank}(P - I)$ for a single 64-cycle, for 32
 #    disjoint swaps, and for the identity? What is the smallest rank a derangement of 64

@@ -22,8 +22,8 @@
 # **Prerequisites**: lesson 03 (the LoRA layer, initialization, $\alpha/r$ vs $\alpha/\sqrt{r}$),
 # lesson 05 (bytes per parameter), lesson 06 (the experiment set-up and the "rev" task).
 #
-# **Time**: runs in about 9 s (`MINILORA_FAST=1`: about 2 s); 45–60 minutes to read and do
-# the exercises.
+# **Time**: 45–60 minutes to read and do the exercises; how long it runs (full and
+# `MINILORA_FAST=1`, wall and CPU time) is measured in `lessons/README.md`.
 
 # %%
 import json
@@ -35,6 +35,7 @@ from statistics import NormalDist, mean
 
 import matplotlib
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 if "ipykernel" not in sys.modules:  # run as a script: draw into files, open no window
     matplotlib.use("Agg")
@@ -52,6 +53,10 @@ from minilora.nn import Linear
 from minilora.optim import AdamW
 from minilora.train import evaluate
 
+# One BLAS thread: these matrices are small, so extra threads gain little, and on a busy
+# machine a thread waiting for a core makes each product slower (lessons/README.md's times
+# were measured so). threadpoolctl sets it for this process only.
+threadpool_limits(1)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"  # CI runs every lesson with MINILORA_FAST=1
 SETUP = QUICK if FAST else FULL  # whose cached base model the runs start from
 RS_RANKS = (2, 16) if FAST else (2, 32)  # rsLoRA's comparison (section 5)
@@ -247,6 +252,17 @@ for group in optimizer.param_groups:
     print(f"LoRA+ group {group['name']!r}: {len(group['params'])} matrices at lr {group['lr']:g}")
 
 # %% [markdown]
+# **For the PyTorch reader.** Each variant is one switch in PEFT, as here:
+#
+# | here | PEFT / transformers |
+# |---|---|
+# | `quantize_model(model, BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True))` | `AutoModelForCausalLM.from_pretrained(name, quantization_config=BitsAndBytesConfig(...))` (the same config names, bitsandbytes underneath) |
+# | `LoraConfig(..., use_rslora=True)` | `LoraConfig(..., use_rslora=True)` |
+# | `LoraConfig(..., use_dora=True)` | `LoraConfig(..., use_dora=True)` |
+# | `LoraConfig(..., init_lora_weights="pissa")` | `LoraConfig(..., init_lora_weights="pissa")` |
+# | LoRA+'s two learning rates (minilora's `loraplus` module) | `peft.optimizers.create_loraplus_optimizer(model, optimizer_cls, lr=..., loraplus_lr_ratio=16)` |
+
+# %% [markdown]
 # ## 5. rsLoRA in training
 #
 # Lesson 03 showed the arithmetic: with $s = \alpha/r$ and the factors' entries of a fixed size,
@@ -380,6 +396,9 @@ print("all self-checks passed")
 # ## Exercises
 #
 # Solutions are in `lessons/solutions/09_variants.py`.
+# Graded: exercises 1-2 (3 is an experiment). Write your answers in `lessons/exercises/ex09.py`
+# (each function's docstring says what to compute) and run `pytest lessons/checks/test_09.py`: a
+# wrong answer fails with what was expected and a hint.
 #
 # 1. **FP4 by hand.** E2M1 has 1 sign bit, 2 exponent bits (bias 1) and 1 mantissa bit: the
 #    magnitude is $2^{e-1}(1 + m/2)$ for $e > 0$ and $m/2$ for $e = 0$. List the 16 bit

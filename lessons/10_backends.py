@@ -18,8 +18,9 @@
 #
 # **Prerequisites**: lessons 01–03 (the `Tensor`, the GPT, `get_lora_model`).
 #
-# **Time**: runs in under 1 s (the same with `MINILORA_FAST=1`); 30 minutes to read and do
-# the exercises. `array_api_strict` comes with the test extra (`pip install -e ".[test]"`).
+# **Time**: 30 minutes to read and do the exercises; how long it runs (full and
+# `MINILORA_FAST=1`, wall and CPU time) is measured in `lessons/README.md`.
+# `array_api_strict` comes with the test extra (`pip install -e ".[test]"`).
 
 # %%
 import os
@@ -27,6 +28,7 @@ import time
 
 import array_api_strict as strict
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from minilora import backend
 from minilora.lora import LoraConfig, get_lora_model
@@ -34,6 +36,10 @@ from minilora.model import GPT, GPTConfig
 from minilora.optim import AdamW
 from minilora.train import train
 
+# One BLAS thread: these matrices are small, so extra threads gain little, and on a busy
+# machine a thread waiting for a core makes each product slower (lessons/README.md's times
+# were measured so). threadpoolctl sets it for this process only.
+threadpool_limits(1)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"  # CI runs every lesson with MINILORA_FAST=1
 STEPS = 5 if FAST else 20  # training steps in section 3
 
@@ -185,6 +191,13 @@ if on_gpu:
           f"({cpu / gpu:.1f}x)")
 
 # %% [markdown]
+# **For the PyTorch reader.** PyTorch moves *tensors* between devices (`model.to("cuda")`,
+# `x.to("cuda")`, `x.cpu().numpy()`); minilora switches the *namespace* the engine calls
+# (`backend.use("cupy")`, then build the model; `backend.to_numpy(x)` to come back). The
+# effect is the same rule as section 2's exercise: every array of a computation must live on
+# one device, and a model lives where its arrays were made.
+
+# %% [markdown]
 # ## Self-checks
 
 # %%
@@ -200,6 +213,9 @@ print("all self-checks passed")
 # ## Exercises
 #
 # Solutions are in `lessons/solutions/10_backends.py`.
+# Graded: exercise 1 (2 is an observation, 3 needs a GPU). Write your answers in
+# `lessons/exercises/ex10.py` (each function's docstring says what to compute) and run `pytest
+# lessons/checks/test_10.py`: a wrong answer fails with what was expected and a hint.
 #
 # 1. **Catch a NumPy-only call.** Write `bincount_rows(ids, rows, n)` that sums `rows` into
 #    `n` buckets with `np.add.at`, run it on the strict namespace and see it fail; then rewrite

@@ -3,117 +3,33 @@
 #
 # Each solution ends with asserts, so running this file checks it:
 # `python lessons/solutions/01_autograd.py`.
+#
+# The answers the checks grade are in `ex01.py` beside this file (the same names as in
+# `lessons/exercises/ex01.py`); this script runs them and explains what they show.
+# `MINILORA_ANSWERS=lessons/solutions pytest lessons/checks/test_01.py` grades them.
 
 # %%
-import math
-
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import minilora.functional as F
+from ex01 import Value, cross_entropy_grad, sigmoid, softmax, unbroadcast_prediction
 from minilora import Tensor
 from minilora.gradcheck import gradcheck
 
 rng = np.random.default_rng(0)
 
+threadpool_limits(1)  # one BLAS thread, as in the lessons (see their first code cell)
+
 # %% [markdown]
 # ## 1. Grow `Value`
 #
-# The lesson's `Value`, plus `exp`, `__neg__`, `__sub__` and `__pow__` (a constant exponent).
-# The new rules: $\frac{d}{da} e^a = e^a$, $\frac{d}{da} a^k = k a^{k-1}$; negation and
-# subtraction are built from the rules we already have.
+# The lesson's `Value`, plus `exp`, `__neg__`, `__sub__` and `__pow__` (a constant exponent),
+# in `ex01.py` beside this file. The new rules: $\frac{d}{da} e^a = e^a$,
+# $\frac{d}{da} a^k = k a^{k-1}$; negation and subtraction are built from the rules we already
+# have.
 
 # %%
-class Value:
-    """A scalar that remembers how it was made, with exp, pow, neg and sub added."""
-
-    def __init__(self, data, parents=()):
-        self.data, self.grad = float(data), 0.0
-        self._parents = parents
-        self._backward = lambda: None
-
-    def __add__(self, other):
-        other = other if isinstance(other, Value) else Value(other)
-        out = Value(self.data + other.data, (self, other))
-
-        def _backward():
-            self.grad += out.grad
-            other.grad += out.grad
-        out._backward = _backward
-        return out
-
-    def __mul__(self, other):
-        other = other if isinstance(other, Value) else Value(other)
-        out = Value(self.data * other.data, (self, other))
-
-        def _backward():
-            self.grad += other.data * out.grad
-            other.grad += self.data * out.grad
-        out._backward = _backward
-        return out
-
-    def tanh(self):
-        t = math.tanh(self.data)
-        out = Value(t, (self,))
-
-        def _backward():
-            self.grad += (1 - t * t) * out.grad
-        out._backward = _backward
-        return out
-
-    def exp(self):
-        e = math.exp(self.data)
-        out = Value(e, (self,))
-
-        def _backward():  # d e^a / da = e^a
-            self.grad += e * out.grad
-        out._backward = _backward
-        return out
-
-    def __pow__(self, k):
-        assert isinstance(k, (int, float)), "only a constant exponent"
-        out = Value(self.data ** k, (self,))
-
-        def _backward():  # d a^k / da = k a^(k-1)
-            self.grad += k * self.data ** (k - 1) * out.grad
-        out._backward = _backward
-        return out
-
-    def __neg__(self):
-        return self * -1
-
-    def __sub__(self, other):
-        return self + (-other)
-
-    def __truediv__(self, other):
-        return self * other ** -1
-
-    __radd__, __rmul__ = __add__, __mul__
-
-    def __rsub__(self, other):
-        return other + (-self)
-
-    def __rtruediv__(self, other):
-        return other * self ** -1
-
-    def backward(self):
-        order, seen = [], set()
-
-        def visit(v):
-            if v not in seen:
-                seen.add(v)
-                for p in v._parents:
-                    visit(p)
-                order.append(v)
-        visit(self)
-        self.grad = 1.0
-        for v in reversed(order):
-            v._backward()
-
-
-def sigmoid(z):
-    return 1 / (1 + (-z).exp())
-
-
 for z0 in (-3.0, -0.5, 0.0, 2.0):
     z = Value(z0)
     s = sigmoid(z)
@@ -138,10 +54,7 @@ Z = Tensor(rng.standard_normal((N, C)), requires_grad=True, dtype="float64")  # 
 t = rng.integers(0, C, N)  # (N,) integer targets
 F.cross_entropy(Z, t).backward()
 
-p = np.exp(Z.data - Z.data.max(axis=1, keepdims=True))
-p /= p.sum(axis=1, keepdims=True)  # (N, C) softmax
-one_hot = np.eye(C)[t]  # (N, C)
-by_hand = (p - one_hot) / N
+by_hand = cross_entropy_grad(Z.data, t)  # (softmax(Z) - onehot(t)) / N
 print("max |autograd - by hand|:", np.abs(Z.grad - by_hand).max())
 assert np.allclose(Z.grad, by_hand, atol=1e-12)
 
@@ -158,8 +71,9 @@ c = Tensor(np.zeros((3, 1)), requires_grad=True, dtype="float64")
 out = a + c
 out.sum().backward()
 print("output shape", out.shape, " c.grad", c.grad.ravel())
-assert out.shape == (2, 3, 4)
-assert c.grad.shape == (3, 1) and np.array_equal(c.grad, np.full((3, 1), 8.0))
+shape, axes, grad = unbroadcast_prediction()
+assert out.shape == shape and axes == (0, 2)
+assert c.grad.shape == (3, 1) and np.array_equal(c.grad, grad)
 
 # %% [markdown]
 # ## 4. Softmax from primitives
@@ -169,12 +83,6 @@ assert c.grad.shape == (3, 1) and np.array_equal(c.grad, np.full((3, 1), 8.0))
 # a constant (`detach`): it cancels in the ratio, so its gradient contribution is exactly zero.
 
 # %%
-def softmax(z):
-    m = z.max(axis=-1, keepdims=True).detach()  # (N, 1), a constant shift
-    e = (z - m).exp()  # (N, C), every entry in (0, 1]
-    return e / e.sum(axis=-1, keepdims=True)  # (N, C) / (N, 1) -> (N, C)
-
-
 Z = Tensor(rng.standard_normal((4, 5)), dtype="float64")
 assert gradcheck(softmax, [Z])
 assert np.allclose(softmax(Z).data, F.softmax(Z).data)

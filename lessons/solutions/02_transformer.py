@@ -3,20 +3,27 @@
 #
 # `python lessons/solutions/02_transformer.py` runs and checks them (`MINILORA_FAST=1`: fewer
 # training steps in exercise 3).
+#
+# The answers the checks grade are in `ex02.py` beside this file (the same names as in
+# `lessons/exercises/ex02.py`); this script runs them and explains what they show.
+# `MINILORA_ANSWERS=lessons/solutions pytest lessons/checks/test_02.py` grades them.
 
 # %%
 import math
 import os
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import minilora.functional as F
+from ex02 import attention_by_hand, attention_entropy, sort_batch  # this folder's ex02.py
 from minilora import Tensor
 from minilora.model import GPT, GPTConfig
 from minilora.optim import AdamW
 from minilora.tensor import no_grad
-from minilora.train import IGNORE_INDEX, evaluate, train
+from minilora.train import evaluate, train
 
+threadpool_limits(1)  # one BLAS thread, as in the lessons (see their first code cell)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"
 STEPS = 60 if FAST else 250
 rng = np.random.default_rng(0)
@@ -31,21 +38,16 @@ rng = np.random.default_rng(0)
 # gradient: training stalls.
 
 # %%
-def entropy(p):
-    return -(p * np.log(p + 1e-30)).sum(axis=-1)
-
-
 d, T = 64, 16
 q = Tensor(rng.standard_normal((1000, 1, d)))  # (n, 1, d): 1000 independent queries
 K = Tensor(rng.standard_normal((1000, T, d)))  # (n, T, d)
 scores = (q @ K.mT).numpy()[:, 0, :]  # (n, T)
 for s in (1 / math.sqrt(d), 1.0):
     p = F.softmax(Tensor(scores * s)).numpy()  # (n, T)
-    print(f"scale {s:.3f}: mean entropy {entropy(p).mean():.2f} nats "
+    print(f"scale {s:.3f}: mean entropy {attention_entropy(scores, s):.2f} nats "
           f"(uniform: {math.log(T):.2f}), mean largest weight {p.max(axis=1).mean():.2f}")
-p_scaled = F.softmax(Tensor(scores / math.sqrt(d))).numpy()
 p_raw = F.softmax(Tensor(scores)).numpy()
-assert entropy(p_raw).mean() < 0.5 * entropy(p_scaled).mean()
+assert attention_entropy(scores, 1.0) < 0.5 * attention_entropy(scores, 1 / math.sqrt(d))
 assert p_raw.max(axis=1).mean() > 0.8
 
 # %% [markdown]
@@ -58,18 +60,10 @@ assert p_raw.max(axis=1).mean() > 0.8
 model = GPT(GPTConfig(vocab_size=17, block_size=16, n_layer=2, n_head=4, n_embd=64), seed=1)
 block = model.layers[0]
 idx = rng.integers(0, 17, (3, 16))  # (B, T)
-B, T = idx.shape
-H = block.attn.n_head
 with no_grad():
-    x = model.wte(idx) + model.wpe(np.arange(T))  # (B, T, C)
+    x = model.wte(idx) + model.wpe(np.arange(idx.shape[1]))  # (B, T, C)
     h = block.ln_1(x)  # (B, T, C)
-    split = lambda t: t.reshape(B, T, H, -1).transpose(1, 2)  # (B, T, C) -> (B, H, T, d)
-    q, k, v = split(block.attn.q_proj(h)), split(block.attn.k_proj(h)), split(block.attn.v_proj(h))
-    M = np.triu(np.full((T, T), -np.inf), k=1)  # (T, T)
-    weights = F.softmax(q @ k.mT / math.sqrt(q.shape[-1]) + M, dim=-1)  # (B, H, T, T)
-    heads = weights @ v  # (B, H, T, T) @ (B, H, T, d) -> (B, H, T, d)
-    joined = heads.transpose(1, 2).reshape(B, T, -1)  # (B, T, H, d) -> (B, T, C)
-    ours = block.attn.o_proj(joined)  # (B, T, C)
+    ours = attention_by_hand(block.attn, h)  # ex02.py: split, causal softmax, join, o_proj
     theirs = block.attn(h)
 print("max |by hand - block.attn|:", np.abs(ours.numpy() - theirs.numpy()).max())
 assert np.allclose(ours.numpy(), theirs.numpy(), atol=1e-6)
@@ -84,16 +78,6 @@ assert np.allclose(ours.numpy(), theirs.numpy(), atol=1e-6)
 
 # %%
 V, L = 16, 8
-SEP = V
-
-
-def sort_batch(rng, n):
-    x = rng.integers(0, V, (n, L))  # (n, L)
-    seq = np.concatenate([x, np.full((n, 1), SEP), np.sort(x, axis=1)], axis=1)  # (n, 2L + 1)
-    inputs, targets = seq[:, :-1], seq[:, 1:].copy()
-    targets[:, :L] = IGNORE_INDEX
-    return inputs, targets
-
 
 model = GPT(GPTConfig(vocab_size=V + 1, block_size=2 * L, n_layer=2, n_head=4, n_embd=64), seed=0)
 history = train(model, AdamW(model.parameters(), lr=3e-3, weight_decay=0.0),

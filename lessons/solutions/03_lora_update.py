@@ -3,23 +3,57 @@
 #
 # `python lessons/solutions/03_lora_update.py` runs and checks them (`MINILORA_FAST=1`: fewer
 # training steps in exercise 3).
+#
+# The answers the checks grade are in `ex03.py` beside this file (the same names as in
+# `lessons/exercises/ex03.py`); this script runs them and explains what they show.
+# `MINILORA_ANSWERS=lessons/solutions pytest lessons/checks/test_03.py` grades them.
 
 # %%
 import os
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+from ex03 import MyLoraLinear, cat_factors, first_step, fit_target  # this folder's ex03.py
 from minilora import Tensor
 from minilora.lora import LoraConfig, LoraLinear, get_lora_model
 from minilora.model import GPT, GPTConfig
 from minilora.nn import Linear
-from minilora.optim import SGD, AdamW
+from minilora.optim import AdamW
 from minilora.train import IGNORE_INDEX, evaluate, train
 
+threadpool_limits(1)  # one BLAS thread, as in the lessons (see their first code cell)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"
 BASE_STEPS = 40 if FAST else 150
 ADAPTER_STEPS = 20 if FAST else 150
 rng = np.random.default_rng(0)
+
+# %% [markdown]
+# ## 0. `MyLoraLinear` (section 3)
+#
+# The answer is in `ex03.py` beside this file: about twenty lines. Two details matter: the
+# forward builds $h$ from `Tensor` operations on `A` and `B` (so autograd gives
+# $\partial L/\partial B = s\,G A^\top$ and $\partial L/\partial A = s\,B^\top G$), and the
+# merged layer must not add $s\,BAx$ a second time.
+
+# %%
+base = Linear(10, 6)
+base.requires_grad_(False)
+mine = MyLoraLinear(base, r=2, lora_alpha=4)
+x = Tensor(rng.standard_normal((5, 10)), dtype="float32")  # (N, k)
+assert np.array_equal(mine(x).numpy(), base(x).numpy())  # B = 0: it starts as the base
+mine.B.data = rng.standard_normal((6, 2)).astype(np.float32)  # as if trained
+theirs = LoraLinear(base, r=2, lora_alpha=4)
+theirs.lora_A["default"].weight.data = mine.A.numpy().copy()
+theirs.lora_B["default"].weight.data = mine.B.numpy().copy()
+unmerged = mine(x).numpy()
+print("max |MyLoraLinear - LoraLinear|:", np.abs(unmerged - theirs(x).numpy()).max())
+assert np.allclose(unmerged, theirs(x).numpy(), atol=1e-5)
+W0 = base.weight.numpy().copy()
+mine.merge()
+assert np.allclose(mine(x).numpy(), unmerged, atol=1e-5)  # merged: the same outputs
+mine.unmerge()
+assert np.allclose(base.weight.numpy(), W0, atol=1e-6)  # unmerged: W0 again
 
 # %% [markdown]
 # ## 1. Other initializations
@@ -32,21 +66,12 @@ rng = np.random.default_rng(0)
 # principal directions of $W_0$, not a random subspace.)
 
 # %%
-d, k, r, alpha = 12, 20, 4, 8
-x = Tensor(rng.standard_normal((7, k)), dtype="float32")  # (N, k)
-U = rng.standard_normal((7, d)).astype(np.float32)  # (N, d): dL/dh
 first_step_grad_A = {}
 for init in (True, "gaussian", "pissa"):
-    base = Linear(k, d)
-    base.requires_grad_(False)
-    reference = base(x).numpy()  # before wrapping: PiSSA rewrites base.weight
-    layer = LoraLinear(base, r=r, lora_alpha=alpha, init_lora_weights=init)
-    out = layer(x)
-    out.backward(U)
-    first_step_grad_A[init] = np.abs(layer.lora_A["default"].weight.grad).max()
-    print(f"init {init!s:9}: max |layer(x) - base(x)| {np.abs(out.numpy() - reference).max():.1e}, "
+    start_gap, first_step_grad_A[init] = first_step(init)
+    print(f"init {init!s:9}: max |layer(x) - base(x)| {start_gap:.1e}, "
           f"max |dL/dA| at step 1 {first_step_grad_A[init]:.3f}")
-    assert np.allclose(out.numpy(), reference, atol=1e-5)
+    assert start_gap < 1e-5
 assert first_step_grad_A[True] == 0 and first_step_grad_A["gaussian"] == 0
 assert first_step_grad_A["pissa"] > 0
 
@@ -62,24 +87,10 @@ assert first_step_grad_A["pissa"] > 0
 # steps are about `lr` whatever the gradient's scale.
 
 # %%
-k = d = 64
-X = Tensor(rng.standard_normal((256, k)), dtype="float32")  # (N, k)
-T = (rng.standard_normal((d, k)) / np.sqrt(k)).astype(np.float32)  # (d, k): the target map
-Y = X.numpy() @ T.T  # (N, d)
 results = {}
 for use_rslora in (False, True):
     for r in (2, 8, 32, 64):
-        base = Linear(k, d, bias=False)
-        base.weight.data[:] = 0  # W0 = 0: the adapter must learn all of T
-        base.requires_grad_(False)
-        layer = LoraLinear(base, r=r, lora_alpha=8, use_rslora=use_rslora)
-        optimizer = SGD(layer.parameters(), lr=0.5)
-        for _ in range(50):
-            loss = ((layer(X) - Y) ** 2.0).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        results[use_rslora, r] = (np.linalg.norm(layer.delta_weight()), loss.item())
+        results[use_rslora, r] = fit_target(r, use_rslora)  # (|dW|_F, loss) after 50 SGD steps
         print(f"use_rslora={use_rslora!s:5} r={r:2d}: |dW|_F {results[use_rslora, r][0]:.3f}, "
               f"loss {results[use_rslora, r][1]:.3f}")
 assert results[False, 64][0] < 0.1 * results[False, 2][0]  # alpha/r: large r barely moves
@@ -128,6 +139,11 @@ for path, layer in lm.lora_layers():
     rank = np.linalg.matrix_rank(layer.delta_weight("both"))
     print(f"{path}: r = {layer.r['both']}, rank of dW = {rank}")
     assert rank <= layer.r["plus_one"] + layer.r["mirror"]
+    factors = [(layer.lora_A[n].weight.numpy(), layer.lora_B[n].weight.numpy(), layer.scaling[n])
+               for n in ("plus_one", "mirror")]
+    A_cat, B_cat = cat_factors(*factors[0], *factors[1])  # the same stacking, by hand
+    assert np.allclose(A_cat, layer.lora_A["both"].weight.numpy(), atol=1e-6)
+    assert np.allclose(B_cat, layer.lora_B["both"].weight.numpy(), atol=1e-6)
 
 for name in ("plus_one", "mirror", "both"):
     lm.set_adapter(name)

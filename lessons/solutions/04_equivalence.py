@@ -3,17 +3,24 @@
 #
 # `python lessons/solutions/04_equivalence.py` runs and checks them (`MINILORA_FAST=1`: fewer
 # steps).
+#
+# The answers the checks grade are in `ex04.py` beside this file (the same names as in
+# `lessons/exercises/ex04.py`); this script runs them and explains what they show.
+# `MINILORA_ANSWERS=lessons/solutions pytest lessons/checks/test_04.py` grades them.
 
 # %%
 import os
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+from ex04 import AtA_diagonal, rank_needed, tall_identity  # this folder's ex04.py
 from minilora.lora import LoraConfig, get_lora_model
 from minilora.model import GPT, GPTConfig
 from minilora.optim import SGD
 from minilora.train import IGNORE_INDEX, loss_fn
 
+threadpool_limits(1)  # one BLAS thread, as in the lessons (see their first code cell)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"
 SGD_STEPS = 5 if FAST else 60
 rng = np.random.default_rng(0)
@@ -74,12 +81,6 @@ def compare(target, r, alpha, eta, prepare):
 # full fine-tuning's step at $\eta s^2$ again.
 
 # %%
-def tall_identity(layer):
-    layer.lora_A["default"].weight.data = np.eye(C)  # A = I (C, C), frozen
-    layer.lora_A["default"].weight.requires_grad = False
-    layer.lora_B["default"].weight.data = np.zeros((4 * C, C))  # B = 0 (4C, C), trained
-
-
 gaps, losses = compare("up_proj", r=C, alpha=2 * C, eta=0.5, prepare=tall_identity)
 print(f"up_proj, A = I: max weight gap over {SGD_STEPS} steps {gaps.max():.1e}; "
       f"losses {losses[0, 0]:.4f} -> {losses[-1, 0]:.4f} (full), {losses[-1, 1]:.4f} (LoRA)")
@@ -110,7 +111,7 @@ print(f"mean diagonal of A^T A at the start: {np.mean(diagonals):.3f} (1/3 expec
 print(f"q_proj, usual init: weight gap after step 1 {gaps[0]:.1e}, after step {SGD_STEPS} "
       f"{gaps[-1]:.1e}")
 assert gaps[0] > 1e-6  # a different path from the first step
-assert abs(np.mean(diagonals) - 1 / 3) < 0.05
+assert abs(np.mean(diagonals) - AtA_diagonal(C, C)) < 0.05  # r / (3k) = 1/3
 
 # %% [markdown]
 # ## 3. How much rank does an update need?
@@ -127,16 +128,8 @@ U, _ = np.linalg.qr(rng.standard_normal((n, n)))  # random orthogonal (n, n)
 Vt, _ = np.linalg.qr(rng.standard_normal((n, n)))
 
 
-def rank_needed(sigma, tolerance=0.1):
-    delta = U @ np.diag(sigma) @ Vt  # (n, n) with singular values sigma
-    s = np.linalg.svd(delta, compute_uv=False)
-    tails = np.sqrt(np.cumsum((s ** 2)[::-1])[::-1])  # tails[r] = sqrt(sum_{i >= r} s_i^2)
-    relative = np.append(tails[1:], 0.0) / np.linalg.norm(delta)  # error of rank 1, 2, ..., n
-    return int(np.argmax(relative < tolerance)) + 1
-
-
-geometric = rank_needed(0.8 ** np.arange(1, n + 1))
-flat = rank_needed(np.ones(n))
+geometric = rank_needed(U @ np.diag(0.8 ** np.arange(1, n + 1)) @ Vt)  # ex04.py
+flat = rank_needed(U @ np.diag(np.ones(n)) @ Vt)
 print(f"rank needed for 10% error: sigma_i = 0.8^i -> r = {geometric};  all equal -> r = {flat}")
 assert geometric == int(np.ceil(np.log(0.1) / np.log(0.8)))  # 0.8^r < 0.1
 assert flat == 64  # sqrt((64 - r)/64) < 0.1 needs r > 63.36

@@ -3,18 +3,22 @@
 #
 # `python lessons/solutions/05_memory.py` runs and checks them (`MINILORA_FAST=1`: a smaller
 # model and fewer batch sizes in exercise 3).
+#
+# The answers the checks grade are in `ex05.py` beside this file (the same names as in
+# `lessons/exercises/ex05.py`); this script runs them and explains what they show.
+# `MINILORA_ANSWERS=lessons/solutions pytest lessons/checks/test_05.py` grades them.
 
 # %%
 import os
 
-import numpy as np
+from threadpoolctl import threadpool_limits
 
+from ex05 import all_linear_lora_parameters, lora_to_full_ratio, qlora_training_bytes  # ex05.py
 from minilora import accounting
 from minilora.accounting import format_bytes
-from minilora.lora import LoraConfig, get_lora_model
-from minilora.model import GPT, GPTConfig
-from minilora.optim import AdamW
+from minilora.model import GPTConfig
 
+threadpool_limits(1)  # one BLAS thread, as in the lessons (see their first code cell)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"
 
 # %% [markdown]
@@ -26,10 +30,8 @@ FAST = os.environ.get("MINILORA_FAST", "0") != "0"
 
 # %%
 llama = accounting.PRESETS["llama2-7b"]
-d, f, layers, r = 4096, 11_008, 32, 16
-per_layer = 4 * r * (d + d) + 2 * r * (d + f) + r * (f + d)
-by_hand = layers * per_layer
-computed = accounting.lora_parameters(llama, "all-linear", r)
+by_hand = all_linear_lora_parameters(4096, 11_008, 32, 16)  # d_model, d_ff, n_layer, r
+computed = accounting.lora_parameters(llama, "all-linear", 16)
 total_llama = llama.total_parameters()
 print(f"by hand {by_hand:,}, accounting {computed:,}; "
       f"adapter in fp16: {format_bytes(2 * computed)}")
@@ -50,6 +52,7 @@ total = gpt3.total_parameters()
 trainable = accounting.lora_parameters(gpt3, ["q_proj", "v_proj"], 4)
 base_4bit = accounting.training_memory(total, 0, weight_bytes=0.5)["total"]  # weights only
 adapters = accounting.training_memory(trainable, trainable)["total"]  # 12 bytes each
+assert qlora_training_bytes(total, trainable) == base_4bit + adapters  # ex05.py
 base_16bit = accounting.training_memory(total + trainable, trainable)["total"]
 print(f"4-bit base {format_bytes(base_4bit)} + adapters with Adam {format_bytes(adapters)} "
       f"= {format_bytes(base_4bit + adapters)}  (16-bit base: {format_bytes(base_16bit)})")
@@ -68,13 +71,7 @@ config = GPTConfig(n_embd=128 if FAST else 256, n_layer=4, block_size=32)
 batches = (2, 8, 32) if FAST else (2, 4, 8, 16, 32, 64)
 ratios = {}
 for batch in batches:
-    rng = np.random.default_rng(0)
-    inputs = rng.integers(0, config.vocab_size, (batch, 16))  # (batch, 16)
-    totals = []
-    for model in (GPT(config, seed=0), get_lora_model(GPT(config, seed=0), LoraConfig(r=8))):
-        m = accounting.measure_training_memory(model, AdamW(model.parameters()), inputs, inputs)
-        totals.append(m["parameters"] + m["gradients"] + m["optimizer_state"] + m["activations"])
-    ratios[batch] = totals[1] / totals[0]
+    ratios[batch] = lora_to_full_ratio(config, batch)  # ex05.py: measured, LoRA over full
     print(f"{batch * 16:5d} tokens per step: LoRA / full = {ratios[batch]:.2f}")
 crossover = next((b for b in batches if ratios[b] >= 0.5), None)
 print("LoRA stops being under half of full fine-tuning at",

@@ -3,12 +3,17 @@
 #
 # `python lessons/solutions/06_rank_ablation.py` runs and checks them (`MINILORA_FAST=1`: the
 # small set-up, fewer steps and seeds).
+#
+# The answers the checks grade are in `ex06.py` beside this file (the same names as in
+# `lessons/exercises/ex06.py`); this script runs them and explains what they show.
+# `MINILORA_ANSWERS=lessons/solutions pytest lessons/checks/test_06.py` grades them.
 
 # %%
 import os
 from statistics import mean
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from minilora import tasks
 from minilora.experiments.common import lora_spec, setup_lrs
@@ -21,6 +26,7 @@ from minilora.optim import AdamW, get_cosine_schedule_with_warmup
 from minilora.tensor import no_grad
 from minilora.train import evaluate, train
 
+threadpool_limits(1)  # one BLAS thread, as in the lessons (see their first code cell)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"
 SETUP = QUICK if FAST else FULL
 lrs = setup_lrs(SETUP)
@@ -121,3 +127,21 @@ print(f"difference of the means: {gap:.4f}")
 if not FAST:
     assert all(a > b for a, b in zip(acc["Wq,Wv"], acc["Wq"]))  # paired: better for each seed
     assert gap < 0.05
+
+# %% [markdown]
+# ## 4. Your own sweep loop
+#
+# `my_table6_row` in `ex06.py` beside this file: one fresh copy of the base model per rank,
+# `get_lora_model` seeded with the spec's `init_seed()`, AdamW with a cosine schedule, `train`,
+# `evaluate` on the spec's held-out set. Every setting comes from the spec, so the row equals
+# the harness's exactly.
+
+# %%
+from ex06 import my_table6_row  # this folder's ex06.py
+
+ranks = (1, 4) if FAST else (1, 4, 16)
+row = my_table6_row(SETUP, "rev", "Wq,Wv", ranks)
+harness = [res["accuracy"] for res in run_specs([lora_spec(SETUP, "rev", "Wq,Wv", r, 0, lrs)
+                                                 for r in ranks], progress=False)]
+print("my_table6_row, 'rev', Wq,Wv:", {r: round(a, 4) for r, a in row.items()})
+assert list(row.values()) == harness  # a run is its spec: the same numbers to the last digit

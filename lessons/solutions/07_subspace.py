@@ -3,18 +3,25 @@
 #
 # `python lessons/solutions/07_subspace.py` runs and checks them (`MINILORA_FAST=1`: the
 # small set-up).
+#
+# The answers the checks grade are in `ex07.py` beside this file (the same names as in
+# `lessons/exercises/ex07.py`); this script runs them and explains what they show.
+# `MINILORA_ANSWERS=lessons/solutions pytest lessons/checks/test_07.py` grades them.
 
 # %%
 import os
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+from ex07 import output_phi, phi_after_mixing, top_energy  # this folder's ex07.py
 from minilora import analysis
 from minilora.experiments.common import full_spec, lora_spec, setup_lrs
 from minilora.experiments.config import FULL, QUICK
 from minilora.experiments.pretrain import load_or_pretrain
 from minilora.experiments.runs import run_one
 
+threadpool_limits(1)  # one BLAS thread, as in the lessons (see their first code cell)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"
 SETUP = QUICK if FAST else FULL
 lrs = setup_lrs(SETUP)
@@ -38,10 +45,10 @@ rng = np.random.default_rng(0)
 # %%
 A = runs[small]["weights"][modules[0]]["A"]  # (r, k)
 R = rng.standard_normal((small, small))  # invertible with probability 1
-print(f"phi(A, RA, r, r) = {analysis.subspace_similarity(A, R @ A, small, small):.6f}, "
-      f"phi(A, RA, 1, 1) = {analysis.subspace_similarity(A, R @ A, 1, 1):.4f}")
-assert np.isclose(analysis.subspace_similarity(A, R @ A, small, small), 1.0)
-assert analysis.subspace_similarity(A, R @ A, 1, 1) < 0.999
+phi_all, phi_top = phi_after_mixing(A, R)
+print(f"phi(A, RA, r, r) = {phi_all:.6f}, phi(A, RA, 1, 1) = {phi_top:.4f}")
+assert np.isclose(phi_all, 1.0)
+assert phi_top < 0.999
 
 
 def delta(res, path):
@@ -69,7 +76,7 @@ for path in modules:
     B1, B2 = runs[small]["weights"][path]["B"], runs[large]["weights"][path]["B"]
     phi_A = phi_A_all[path] = analysis.subspace_similarity(
         runs[small]["weights"][path]["A"], runs[large]["weights"][path]["A"], 1, 1)
-    phi_B[path] = analysis.subspace_similarity(B1.T, B2.T, 1, 1)
+    phi_B[path] = output_phi(B1, B2, 1, 1)
     print(f"{path:22} phi(1, 1): A (inputs) {phi_A:.3f}, B (outputs) {phi_B[path]:.3f}; "
           f"random {1 / k_out:.4f}")
 assert all(0 <= v <= 1 + 1e-6 for v in phi_B.values())
@@ -88,8 +95,7 @@ full = run_one(full_spec(SETUP, "rev", seed=0))
 path = modules[0]  # layer 0's q_proj
 W0 = load_or_pretrain(SETUP.base)[0].get_submodule(path).weight.numpy()
 dW_full = full["weights"][path]["W"] - W0
-sigma = np.linalg.svd(dW_full, compute_uv=False)
-top = np.sum(sigma[:small] ** 2) / np.sum(sigma ** 2)
+top = top_energy(dW_full, small)
 print(f"full fine-tuning, {path}: accuracy {full['accuracy']:.4f}, |ΔW|_F = "
       f"{np.linalg.norm(dW_full):.3f}, top {small} singular values hold "
       f"{100 * top:.1f}% of |ΔW|_F²")

@@ -3,6 +3,10 @@
 #
 # `python lessons/solutions/08_limits.py` runs and checks them (`MINILORA_FAST=1`: the small
 # set-up).
+#
+# The answers the checks grade are in `ex08.py` beside this file (the same names as in
+# `lessons/exercises/ex08.py`); this script runs them and explains what they show.
+# `MINILORA_ANSWERS=lessons/solutions pytest lessons/checks/test_08.py` grades them.
 
 # %%
 import os
@@ -10,13 +14,16 @@ from dataclasses import replace
 from statistics import mean
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+from ex08 import derangement_rank_range, rank_of_change  # this folder's ex08.py
 from minilora import analysis
 from minilora.experiments.common import full_spec, lora_spec, setup_lrs
 from minilora.experiments.config import FULL, QUICK
 from minilora.experiments.pretrain import load_or_pretrain
 from minilora.experiments.runs import run_one
 
+threadpool_limits(1)  # one BLAS thread, as in the lessons (see their first code cell)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"
 SETUP = QUICK if FAST else FULL
 LORA_R = 4 if FAST else 8
@@ -33,18 +40,13 @@ LORA_R = 4 if FAST else 8
 n = 64
 
 
-def rank_of_change(pi):
-    P = np.zeros((n, n))
-    P[pi, np.arange(n)] = 1
-    return np.linalg.matrix_rank(P - np.eye(n))
-
-
 examples = {"one 64-cycle": np.roll(np.arange(n), 1),
             "32 swaps": np.arange(n) ^ 1,  # 0<->1, 2<->3, ...
             "identity": np.arange(n)}
 ranks = {name: int(rank_of_change(pi)) for name, pi in examples.items()}
 print(ranks)
 assert ranks == {"one 64-cycle": 63, "32 swaps": 32, "identity": 0}
+assert derangement_rank_range(n) == (ranks["32 swaps"], ranks["one 64-cycle"])
 
 # %% [markdown]
 # ## 2. The threshold, and 3. method or distance?

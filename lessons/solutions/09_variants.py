@@ -3,13 +3,19 @@
 #
 # `python lessons/solutions/09_variants.py` runs and checks them (`MINILORA_FAST=1`: a smaller
 # weight matrix and the small base model).
+#
+# The answers the checks grade are in `ex09.py` beside this file (the same names as in
+# `lessons/exercises/ex09.py`); this script runs them and explains what they show.
+# `MINILORA_ANSWERS=lessons/solutions pytest lessons/checks/test_09.py` grades them.
 
 # %%
 import os
 import warnings
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+from ex09 import fp4_values, nf4_tradeoff  # this folder's ex09.py
 from minilora import quantize, tasks
 from minilora.experiments.config import FULL, QUICK
 from minilora.experiments.pretrain import load_or_pretrain
@@ -17,6 +23,7 @@ from minilora.linear4bit import BitsAndBytesConfig, quantize_model
 from minilora.lora import LoraConfig, get_lora_model
 from minilora.tensor import no_grad
 
+threadpool_limits(1)  # one BLAS thread, as in the lessons (see their first code cell)
 FAST = os.environ.get("MINILORA_FAST", "0") != "0"
 SETUP = QUICK if FAST else FULL
 rng = np.random.default_rng(0)
@@ -30,15 +37,10 @@ rng = np.random.default_rng(0)
 # wasted (NF4 avoids that by giving the positive side one value more).
 
 # %%
-values = []
-for sign in (1, -1):
-    for e in range(4):
-        for m in (0, 1):
-            magnitude = 2.0 ** (e - 1) * (1 + m / 2) if e else m / 2
-            values.append(sign * magnitude / 6)
-print(f"{len(values)} bit patterns, {len(set(values))} distinct values: {sorted(set(values))}")
-assert sorted(set(values)) == quantize.create_fp4_map()
-assert len(set(values)) == 15
+values = fp4_values()  # ex09.py: the 16 patterns by hand, as a sorted list of distinct values
+print(f"16 bit patterns, {len(values)} distinct values: {values}")
+assert values == quantize.create_fp4_map()
+assert len(values) == 15
 
 # %% [markdown]
 # ## 2. Block size
@@ -50,10 +52,7 @@ assert len(set(values)) == 15
 W = rng.standard_normal((128, 128) if FAST else (256, 256)).astype(np.float32)
 rows = []
 for blocksize in (16, 32, 64, 128, 256, 1024):
-    packed, state = quantize.quantize_4bit(W, blocksize, True, "nf4")
-    W_hat = np.asarray(quantize.dequantize_4bit(packed, state))
-    rows.append((blocksize, np.linalg.norm(W - W_hat) / np.linalg.norm(W),
-                 quantize.bits_per_parameter(packed, state)))
+    rows.append((blocksize, *nf4_tradeoff(W, blocksize)))  # (block, error, bits)
     print(f"block {blocksize:5d}: relative error {rows[-1][1]:.4f}, "
           f"{rows[-1][2]:.4f} bits per parameter")
 errors, bits = [row[1] for row in rows], [row[2] for row in rows]
