@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from minilora import analysis, backend
 
-pytestmark = pytest.mark.analysis
+pytestmark = [pytest.mark.lesson07, pytest.mark.lesson08]  # subspaces (07), ΔW and intruders (08)
 
 
 def orthonormal(n: int, m: int, rng) -> np.ndarray:

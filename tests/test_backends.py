@@ -22,10 +22,11 @@ from minilora.tensor import Tensor
 from minilora.train import evaluate, train
 
 strict = pytest.importorskip("array_api_strict")
-pytestmark = pytest.mark.autograd
+pytestmark = pytest.mark.lesson10
 
 ENGINE = ["tensor.py", "ops.py", "functional.py", "gradcheck.py", "nn.py", "model.py",
-          "optim.py", "train.py", "lora_layer.py", "lora.py", "analysis.py"]
+          "optim.py", "train.py", "lora_layer.py", "lora.py", "analysis.py", "fast/threads.py",
+          "fast/kernels.py", "fast/attention.py"]
 
 
 @pytest.fixture(params=["numpy", "strict"])

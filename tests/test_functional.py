@@ -17,7 +17,7 @@ from minilora import Tensor
 from minilora.backend import Generator
 from minilora.gradcheck import gradcheck
 
-pytestmark = pytest.mark.autograd
+pytestmark = pytest.mark.lesson01
 
 seeds = st.integers(0, 2 ** 32 - 1)
 shapes = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4)

@@ -19,7 +19,7 @@ from minilora.optim import SGD
 from minilora.tensor import Tensor
 from helpers import assert_close
 
-pytestmark = pytest.mark.lora
+pytestmark = pytest.mark.lesson03
 
 seeds = st.integers(0, 2**32 - 1)
 dims = st.integers(1, 12)

@@ -22,7 +22,7 @@ from minilora.optim import SGD
 from minilora.tensor import Tensor
 from helpers import assert_close
 
-pytestmark = [pytest.mark.lora,
+pytestmark = [pytest.mark.lesson04,
               # r > min(m, n) on skinny layers is intended here; one test checks the warning.
               pytest.mark.filterwarnings("ignore:.*exceeds min\\(in, out\\)")]
 

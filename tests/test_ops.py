@@ -21,7 +21,7 @@ import minilora
 from minilora import Tensor, no_grad, unbroadcast
 from minilora.gradcheck import gradcheck, vjp_check
 
-pytestmark = pytest.mark.autograd
+pytestmark = pytest.mark.lesson01
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4)
 

@@ -16,7 +16,7 @@ from minilora.optim import (SGD, AdamW, get_cosine_schedule_with_warmup,
                             get_linear_schedule_with_warmup)
 from minilora.train import evaluate, train
 
-pytestmark = pytest.mark.nn
+pytestmark = pytest.mark.lesson02
 
 CFG = GPTConfig(vocab_size=7, block_size=8, n_layer=2, n_head=2, n_embd=16)
 

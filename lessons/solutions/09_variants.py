@@ -10,10 +10,11 @@ import warnings
 
 import numpy as np
 
-from minilora import quantize, tasks
+from minilora import tasks
+from minilora.variants import quantize
 from minilora.experiments.config import FULL, QUICK
 from minilora.experiments.pretrain import load_or_pretrain
-from minilora.linear4bit import BitsAndBytesConfig, quantize_model
+from minilora.variants.linear4bit import BitsAndBytesConfig, quantize_model
 from minilora.lora import LoraConfig, get_lora_model
 from minilora.tensor import no_grad
 

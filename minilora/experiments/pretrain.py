@@ -22,6 +22,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import fast
 from ..model import GPTConfig
 from .. import tasks
 
@@ -79,6 +80,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+@fast.enabled()  # the experiments' numbers are the fast path's, whoever calls
 def pretrain(config: PretrainConfig, progress: bool = False):
     """Train a fresh GPT on ``config.task``; returns ``(model, info)`` (info: losses, accuracy)."""
     from ..model import GPT
