@@ -123,27 +123,25 @@ def pissa_factors(W0, r: int, scaling: float):
 
 
 class LoraVariant:
-    """What a LoRA variant may change in a layer, one adapter at a time (PEFT's ``LoraVariant``).
-
-    The defaults are plain LoRA; a variant overrides what it changes. ``layer`` is the
-    :class:`LoraLinear`, ``name`` the adapter's name.
-    """
+    """The hooks through which a variant of LoRA replaces the plain adapter's steps, one
+    adapter at a time (PEFT's ``LoraVariant``). ``layer`` is the :class:`LoraLinear`, ``name``
+    the adapter's name."""
 
     def init(self, layer: "LoraLinear", name: str) -> None:
         """Called once the adapter's A and B exist."""
+        raise NotImplementedError
 
     def forward(self, layer: "LoraLinear", name: str, x: Tensor, result: Tensor) -> Tensor:
-        """``result`` (the base layer's output so far) plus this adapter's part, for input x."""
-        x_in = layer.lora_dropout[name](x)
-        return result + layer.lora_B[name](layer.lora_A[name](x_in) * layer.scaling[name])
+        """``result`` (the layer's output so far) plus this adapter's part, for input x."""
+        raise NotImplementedError
 
     def merged_weight(self, layer: "LoraLinear", name: str, W):
-        """The weight with this adapter merged into W."""
-        return W + layer.delta_weight(name)
+        """The weight W with this adapter merged into it."""
+        raise NotImplementedError
 
     def unmerged_weight(self, layer: "LoraLinear", name: str, W):
         """The inverse of :meth:`merged_weight`."""
-        return W - layer.delta_weight(name)
+        raise NotImplementedError
 
 
 VARIANTS: dict[str, type[LoraVariant]] = {}  # flag (``use_dora``) -> the variant it asks for;
@@ -245,8 +243,13 @@ class LoraLinear(Module):
                                    "running the base model alone")
             return result
         for name in self.active_adapters:
-            if name not in self.merged_adapters:
-                result = self.lora_variant.get(name, PLAIN).forward(self, name, x, result)
+            if name in self.merged_adapters:
+                continue
+            if name in self.lora_variant:  # DoRA, say: the variant adds its own part
+                result = self.lora_variant[name].forward(self, name, x, result)
+                continue
+            x_in = self.lora_dropout[name](x)  # x itself when dropout is off
+            result = result + self.lora_B[name](self.lora_A[name](x_in) * self.scaling[name])
         return result
 
     def _fusable(self) -> str | None:
@@ -283,7 +286,8 @@ class LoraLinear(Module):
                 raise ValueError(f"adapter {name!r} is already merged; unmerge() first")
         W = self.base_layer.weight.data
         for name in names:
-            W = self.lora_variant.get(name, PLAIN).merged_weight(self, name, W)
+            W = self.lora_variant[name].merged_weight(self, name, W) if name in self.lora_variant \
+                else W + self.delta_weight(name)
         if safe_merge and not bool(xp.all(xp.isfinite(W))):
             raise ValueError(f"safe_merge: merging {names} gives NaN or infinite weights; "
                              f"the layer is unchanged")
@@ -301,12 +305,10 @@ class LoraLinear(Module):
         """W0: the base weight with the merged adapters taken out, last first (nothing changes)."""
         W = self.base_layer.weight.data
         for name in reversed(self.merged_adapters):
-            W = self.lora_variant.get(name, PLAIN).unmerged_weight(self, name, W)
+            W = self.lora_variant[name].unmerged_weight(self, name, W) \
+                if name in self.lora_variant else W - self.delta_weight(name)
         return W
 
     def extra_repr(self) -> str:
         return ", ".join(f"{n}: r={self.r[n]}, scaling={self.scaling[n]:g}"
                          + (f", {type(self.lora_variant[n]).__name__}" if n in self.lora_variant else "") for n in self.r)
-
-
-PLAIN = LoraVariant()  # plain LoRA: the hooks' defaults
