@@ -118,3 +118,17 @@ def test_matmul_flops_by_hand():
     attention_bwd = 3 * (2 * B * T * T * C)
     adapters = 2 * (2 * (2 * N * r * C) + 2 * N * C * r)
     assert lora["backward"] == dx + attention_bwd + adapters
+
+
+def test_the_readme_table_is_the_committed_bench_run():
+    """Text equals data: the README's bench table is what the committed bench.json gives."""
+    import json
+    import pathlib
+
+    from minilora.bench.report import markdown_table
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = readme.split("<!-- bench:table -->\n")[1].split("<!-- /bench:table -->")[0]
+    result = json.loads((root / "figures" / "bench.json").read_text())
+    assert block.strip() == markdown_table(result, "medium")

@@ -123,14 +123,17 @@ def markdown_table(result: dict, config: str = "medium") -> str:
 
     lines = [row("", "fast path (on)", "reference (off)", f"PyTorch {result['env'].get('torch')}"),
              row("---", "---", "---", "---")]
+    has_reference = "reference_step_s" in train["full"]  # runs before the column lack it
     for mode, label in (("full", "full fine-tuning step"), ("lora", "LoRA step")):
         r = train[mode]
         lines.append(row(label, f"{ms(r['step_s'])} ({r['gflops']:.0f} GFLOP/s)",
-                         f"{ms(r['reference_step_s'])} ({r['reference_over_fast']:.2f} × fast)",
+                         f"{ms(r['reference_step_s'])} ({r['reference_over_fast']:.2f} × fast)"
+                         if has_reference else "not in this run",
                          f"{ms(r.get('torch_step_s', 0))} (fast: {r.get('over_torch', 0):.2f} ×)"))
     lines.append(row("LoRA / full", f"{train['lora_over_full']:.3f} (matrix-product FLOPs "
                                     f"{train['flops_lora_over_full']:.3f})",
-                     f"{train['lora']['reference_step_s'] / train['full']['reference_step_s']:.3f}",
+                     f"{train['lora']['reference_step_s'] / train['full']['reference_step_s']:.3f}"
+                     if has_reference else "",
                      f"{train.get('torch_lora_over_full', 0):.3f}"))
     lines.append(row("inference merged / unmerged / base", f"{infer['merged_over_base']:.3f} / "
                      f"{infer['unmerged_over_base']:.3f} / 1", "", ""))
