@@ -126,12 +126,6 @@ def test_adamw_is_its_reference_to_the_bit(seed, dtype):
     assert_same_bits(reference, kernel)
 
 
-def test_every_kernel_has_its_test_here():
-    source = Path(__file__).read_text()
-    for name in fast.KERNELS:
-        assert name.split("_")[0] in source.lower(), name
-
-
 def lora_training_run(dtype: str):
     """Six AdamW steps of LoRA on a tiny GPT, then merge: the losses and the merged weights."""
     cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16, dtype=dtype)
