@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt
 from safetensors.numpy import save_file
 
 import minilora
-from minilora import accounting
+from minilora import accounting, fast
 from minilora.accounting import format_bytes
 from minilora.lora import LoraConfig, get_lora_model
 from minilora.model import GPT, GPTConfig
@@ -131,7 +131,8 @@ print(f"{tasks} full checkpoints: {format_bytes(tasks * setting['checkpoint_byte
 # step under Python's `tracemalloc`, which sees every NumPy allocation, and reports the bytes
 # of the parameters, the gradients, the optimizer state, and the activations the graph holds
 # after the forward pass. Our engine trains in float32: 4 bytes per weight and per gradient,
-# $2 \times 4$ for Adam's moments.
+# $2 \times 4$ for Adam's moments. We measure with the fast path on (`fast.enabled()`), as
+# the experiments and the bench run: it computes a LoRA layer as one fused op (below).
 #
 # First a setting like GPT-3's, where the weights dominate: a wide model and few tokens per
 # step.
@@ -147,7 +148,8 @@ def measure(config, batch, seq, r=8):
     results = {}
     for name, model in (("full", full), ("LoRA", lm)):
         optimizer = AdamW(model.parameters())
-        parts = accounting.measure_training_memory(model, optimizer, inputs, targets)
+        with fast.enabled():
+            parts = accounting.measure_training_memory(model, optimizer, inputs, targets)
         parts["trainable"] = accounting.count_parameters(model)[0]
         parts["total"] = sum(parts[k] for k in ("parameters", "gradients", "optimizer_state",
                                                   "activations"))
@@ -187,8 +189,9 @@ show(activation_bound)
 # Here LoRA saves next to nothing: its activations are about the same as full fine-tuning's.
 # The backward pass must still reach every adapted layer through all the layers above it, so
 # it needs what their forward passes saved; an adapted layer adds only the thin (N, r)
-# intermediate $Ax$ (minilora computes $W_0 x + s\,B(Ax)$ as one operation, `F.lora_linear`,
-# so it keeps no extra (N, out) arrays). Large models fine-tuned with LoRA therefore combine
+# intermediate $Ax$ (the fast path computes $W_0 x + s\,B(Ax)$ as one operation,
+# `F.lora_linear`, so it keeps no extra (N, out) arrays; the reference layer, a composition of
+# three ops, keeps each op's (N, out) output). Large models fine-tuned with LoRA therefore combine
 # it with ways of cutting activations (smaller batches with gradient accumulation,
 # activation checkpointing).
 

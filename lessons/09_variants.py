@@ -42,13 +42,14 @@ if "ipykernel" not in sys.modules:  # run as a script: draw into files, open no 
 import matplotlib.pyplot as plt
 
 import minilora
-from minilora import Tensor, quantize, tasks
+from minilora import Tensor, tasks
+from minilora.variants import quantize
 from minilora.experiments.config import FULL, QUICK
 from minilora.experiments.pretrain import load_or_pretrain
 from minilora.experiments.variant_runs import baseline, run_variants
-from minilora.linear4bit import BitsAndBytesConfig, quantize_model, weight_bytes
+from minilora.variants.linear4bit import BitsAndBytesConfig, quantize_model, weight_bytes
 from minilora.lora import LoraConfig, LoraLinear, get_lora_model
-from minilora.loraplus import create_loraplus_optimizer
+from minilora.variants.loraplus import create_loraplus_optimizer
 from minilora.nn import Linear
 from minilora.optim import AdamW
 from minilora.train import evaluate

@@ -1,11 +1,13 @@
 """minilora: LoRA (Hu et al. 2021) from scratch, on a small NumPy autograd engine.
 
 Read the package in this order: backend, tensor, ops, functional, gradcheck, nn, model, optim,
-train, then lora and what builds on it.
+train, then lora_layer and lora. What builds on them: variants/ (QLoRA, DoRA, LoRA+),
+experiments/, bench/; fast/ holds the fast path, off unless ``minilora.fast.enable()``.
 """
 __version__ = "0.1.0"
 
 from . import ops  # noqa: F401  (registers the operators as Tensor methods)
+from . import variants  # noqa: F401  (registers DoRA with the LoRA layer's use_dora)
 from .backend import Generator, manual_seed
 from .ops import cat, stack
 from .tensor import Tensor, is_grad_enabled, no_grad, unbroadcast

@@ -74,11 +74,15 @@ def lora_parameters(arch: Architecture, target_modules, r: int) -> int:
     ``target_modules`` is a list of names (``"lm_head"`` allowed) or ``"all-linear"`` (every
     Linear but lm_head, as in PEFT).
     """
+    from .lora_layer import matches_target
+
     shapes = arch.linear_shapes()
-    names = list(shapes) if target_modules == "all-linear" else list(target_modules)
-    unknown = [n for n in names if n not in shapes and n != "lm_head"]
+    known = [*shapes, "lm_head"]
+    unknown = [] if isinstance(target_modules, str) else \
+        [n for n in target_modules if n not in known]
     if unknown:
-        raise ValueError(f"unknown target modules {unknown}; known: {list(shapes) + ['lm_head']}")
+        raise ValueError(f"unknown target modules {unknown}; known: {known}")
+    names = [n for n in known if matches_target(n, target_modules)]
     if r <= 0:
         raise ValueError(f"r must be a positive integer, got {r}")
     count = sum(arch.n_layers * r * sum(shapes[n]) for n in names if n != "lm_head")
@@ -126,8 +130,7 @@ def format_bytes(n: float) -> str:
 
 def count_parameters(model) -> tuple[int, int]:
     """(trainable, total) parameters of a minilora Module, counted from its tensors."""
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+    return model.num_parameters(only_trainable=True), model.num_parameters()
 
 
 def measure_training_memory(model, optimizer, inputs, targets, loss_fn=None) -> dict[str, int]:

@@ -10,6 +10,8 @@ The engine writes its code against the Python array API standard (``xp.permute_d
 ``xp.concat``, ``xp.astype``, ``x.mT``), which NumPy >= 2 implements natively. That is what lets
 the same code run on CuPy, and what the strict namespace in the tests enforces.
 
+The second seam is :data:`kernels`, the one switch of the fast path (:mod:`minilora.fast`).
+
 Random numbers come from one place, :class:`Generator`, seeded explicitly. They are drawn on
 the host with NumPy's PCG64 and moved to the active namespace, so the same seed gives the same
 numbers on every backend.
@@ -122,7 +124,7 @@ def from_numpy(x: np.ndarray, dtype_name: str | None = None):
 def scatter_add(shape: tuple[int, ...], index, values, dtype_obj):
     """``out[index[i]] += values[i]`` over the first axis: the backward of a row gather.
 
-    NumPy sorts the rows by index and sums each run (``add.reduceat``: 3-4x faster than the
+    NumPy sorts the rows by index and sums each run (``add.reduceat``: faster than the
     unbuffered ``add.at``, and as deterministic); other namespaces get a one-hot matrix
     product, which is exact and needs nothing beyond the standard (fine for small vocabularies).
     """
@@ -189,41 +191,10 @@ def default_generator() -> Generator:
     return _default_generator
 
 
-def keep_freed_memory() -> bool:
-    """Let glibc's malloc keep freed blocks for reuse instead of handing them back to the OS.
-
-    A training step allocates and frees the same activations every step. By default glibc
-    returns large blocks to the kernel (``munmap``, heap trimming), so the next step page-faults
-    and zeroes that memory all over again: measured here, a LoRA step at the experiments' model
-    size (d_model 128, 2 layers, batch 32) takes 25.9 ms without this and 14.7 ms with it.
-    All threads share the one heap: glibc gives each further thread a heap of its own and
-    unmaps it whenever all of it is free, whatever the trim threshold, so the engine's worker
-    thread (:mod:`minilora.parallel`) page-faulted in its GELU blocks every step and took 2.5x
-    the caller's time for the same work. Keeping the blocks costs
-    nothing but a resident size that stays at its peak (PyTorch users get the same from
-    jemalloc/tcmalloc; NumPy itself asks for huge pages at import for the same reason). Applied
-    once at import on glibc, since it changes the whole process's allocator: set
-    ``MINILORA_KEEP_FREED_MEMORY=0`` before importing minilora to leave malloc as it was.
-    Returns whether it applied.
-    """
-    import ctypes
-
-    try:
-        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
-            return False
-    except (AttributeError, ValueError, OSError):  # not a glibc system (Windows, macOS, musl)
-        return False
-    libc = ctypes.CDLL(None)  # the C library this process already runs on
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # from <malloc.h>
-    mmap_ok = libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20)  # blocks < 32 MiB come from the heap
-    trim_ok = libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # and the heap is never trimmed
-    # one heap for every thread: another thread's own heap (glibc gives each thread one) is
-    # unmapped whenever all of it is free, trim threshold or not, and faulted in again
-    arena_ok = libc.mallopt(M_ARENA_MAX, 1)
-    return bool(mmap_ok and trim_ok and arena_ok)
-
-
-MALLOC_TUNED = os.environ.get("MINILORA_KEEP_FREED_MEMORY", "1") != "0" and keep_freed_memory()
+# The fast path's kernels while it is on (``minilora.fast.enable()``), by the name of the function
+# each replaces; empty by default. A function that looks itself up here is the reference its
+# kernel is tested against (tests/test_fast.py).
+kernels: dict = {}
 
 if os.environ.get("MINILORA_BACKEND"):
     use(os.environ["MINILORA_BACKEND"])

@@ -87,20 +87,20 @@ def _add_bench(commands) -> None:
 
 
 def _run_bench(args) -> int:
-    from . import bench, bench_report
+    from .bench import report, run_bench
 
     if args.repeats < 1:
         raise SystemExit("minilora bench: --repeats must be at least 1")
     configs = tuple(c.strip() for c in args.configs.split(",") if c.strip()) \
         if args.configs else None
     try:
-        result = bench.run_bench(configs, args.repeats, args.quick, not args.no_torch,
-                                 log=lambda msg: print(msg, file=sys.stderr))
+        result = run_bench(configs, args.repeats, args.quick, not args.no_torch,
+                           log=lambda msg: print(msg, file=sys.stderr))
     except ValueError as err:
         raise SystemExit(f"minilora bench: {err}") from err
-    print(bench_report.format_table(result))
+    print(report.format_table(result))
     if args.json:
-        bench_report.write_json(result, args.json)
+        report.write_json(result, args.json)
     return 0
 
 
@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return args.run(args)
+    from . import fast
+    with fast.enabled():  # the commands compute with the fast path; the library has it off
+        return args.run(args)
 
 
 if __name__ == "__main__":

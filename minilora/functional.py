@@ -3,13 +3,17 @@
 Each could be composed from the primitive ops, but a hand-derived backward is shorter to read,
 needs less memory (one saved array instead of a chain of them) and runs faster. Every one is
 gradient-checked against finite differences in the tests.
+
+These are the reference ops: the formula, nothing else. Five of them have a fast kernel
+(:mod:`minilora.fast`) that each looks up in ``kernels`` (empty unless ``fast.enable()``), after
+checking its inputs, as nanoGPT's attention checks ``if self.flash:``.
 """
 from __future__ import annotations
 
 import math
 
-from . import backend, parallel
-from .backend import xp
+from . import backend
+from .backend import kernels, xp
 from .tensor import Tensor, as_tensor, check_same_dtype, unbroadcast
 
 
@@ -24,28 +28,23 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input of shape {x.shape} does not fit weight of shape "
                          f"{weight.shape} (expected last input dim {weight.shape[1]})")
+    if "linear" in kernels:
+        return kernels["linear"](x, weight, bias)
     x2 = xp.reshape(x.data, (-1, x.shape[-1]))  # (N, in), N = all leading axes
-    y = parallel.matmul(x2, weight.data.mT, None if bias is None else bias.data)  # (N, out)
-    out_shape = x.shape[:-1] + (weight.shape[0],)
+    y = xp.matmul(x2, weight.data.mT)  # (N, in) @ (in, out) -> (N, out)
+    if bias is not None:
+        y = y + bias.data
 
     def backward(g):
         g2 = xp.reshape(g, (-1, g.shape[-1]))  # (N, out)
-        want_b = bias is not None and bias.requires_grad
-        if x.requires_grad and weight.requires_grad and parallel.num_threads() <= 2:
-            # two independent products: one per thread, each whole (3-5% faster than sharing
-            # each), dW first, the slower one, on the caller's thread, which starts first
-            gw, gx, gb = parallel.run(lambda: xp.matmul(g2.mT, x2),  # (out, N) @ (N, in)
-                                      lambda: xp.matmul(g2, weight.data),  # (N, out) @ (out, in)
-                                      lambda: xp.sum(g2, axis=0) if want_b else None,
-                                      work=2 * g2.shape[0] * weight.shape[0] * weight.shape[1])
-        else:  # each product shared among the threads
-            gx = parallel.matmul(g2, weight.data) if x.requires_grad else None
-            gw = parallel.matmul(g2.mT, x2) if weight.requires_grad else None
-            gb = xp.sum(g2, axis=0) if want_b else None
+        gx = xp.matmul(g2, weight.data) if x.requires_grad else None  # (N, out) @ (out, in)
+        gw = xp.matmul(g2.mT, x2) if weight.requires_grad else None  # (out, N) @ (N, in)
+        gb = xp.sum(g2, axis=0) if bias is not None and bias.requires_grad else None
         return (xp.reshape(gx, x.shape) if gx is not None else None), gw, gb
 
     parents = (x, weight) if bias is None else (x, weight, bias)
-    return Tensor._make(xp.reshape(y, out_shape), parents, backward, "linear")
+    return Tensor._make(xp.reshape(y, x.shape[:-1] + (weight.shape[0],)), parents, backward,
+                        "linear")
 
 
 def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor, lora_B: Tensor,
@@ -53,11 +52,9 @@ def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor, 
     """``h = x W0ᵀ + b + scaling · (x Aᵀ) Bᵀ``: a LoRA layer's forward (Hu et al. 2021, eq. 3).
 
     ``lora_A`` is (r, in), ``lora_B`` (out, r). B A is never formed: x goes through the rank-r
-    bottleneck u = x Aᵀ (N, r). Backward, with gu = scaling · g B (N, r):
-    dx = g W0 + gu A, dA = guᵀ x, dB = scaling · gᵀ u (dW0 = gᵀ x and db = Σ g only if the
-    base trains). As one op it keeps u instead of three (N, out) arrays (base output, update,
-    sum) that the composed layer keeps: a LoRA step at d_model 256 then needs 11% less memory
-    and runs 1% faster.
+    bottleneck u = x Aᵀ (N, r), and the thin u is scaled rather than the (N, out) update. The
+    backward is the composition's: dx = g W0 + gu A, dA = guᵀ x, dB = gᵀ (scaling · u), with
+    gu = scaling · g B. The fast path fuses it into one op that keeps only u.
     """
     check_same_dtype("lora_linear", x, weight, lora_A, lora_B,
                      *([bias] if bias is not None else []))
@@ -65,122 +62,33 @@ def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor, 
             or lora_B.shape != (weight.shape[0], lora_A.shape[0]):
         raise ValueError(f"lora_linear: input {x.shape}, weight {weight.shape}, lora_A "
                          f"{lora_A.shape} and lora_B {lora_B.shape} do not fit")
-    x2 = xp.reshape(x.data, (-1, x.shape[-1]))  # (N, in)
-    N, n_out, r = x2.shape[0], weight.shape[0], lora_A.shape[0]
-    # every product but dA and dB is row by row: blocks of rows go to the threads, each doing
-    # the whole layer for its rows (one hand-off instead of one per product)
-    rows = parallel.blocks(N, max(x2.shape[1], n_out), 64)
-    y, u = parallel.Output((N, n_out), x.dtype), parallel.Output((N, r), x.dtype)
-
-    def forward(rr):
-        ur = u.write(rr, xp.matmul, x2[rr], lora_A.data.mT)  # (n, in) @ (in, r) -> (n, r)
-        yr = y.write(rr, xp.matmul, x2[rr], weight.data.mT)  # (n, in) @ (in, out) -> (n, out)
-        if bias is not None:
-            yr += bias.data
-        yr += xp.matmul(ur * scaling, lora_B.data.mT)  # (n, r) @ (r, out): scale the thin side
-
-    parallel.map(forward, rows)
-
-    def backward(g):
-        g2 = xp.reshape(g, (-1, g.shape[-1]))  # (N, out)
-        gu = parallel.Output((N, r), x.dtype)
-        gx = parallel.Output(x2.shape, x.dtype) if x.requires_grad else None
-
-        def rows_backward(rr):
-            gur = gu.write(rr, xp.matmul, g2[rr], lora_B.data)  # (n, out) @ (out, r) -> (n, r)
-            gur *= scaling
-            if gx is not None:
-                gxr = gx.write(rr, xp.matmul, g2[rr], weight.data)  # (n, out) @ (out, in)
-                gxr += xp.matmul(gur, lora_A.data)  # (n, r) @ (r, in)
-
-        parallel.map(rows_backward, rows)
-
-        def grad_B():
-            gB = xp.matmul(g2.mT, u.array)  # (out, N) @ (N, r) -> (out, r)
-            gB *= scaling
-            return gB
-
-        # the sums over all N rows: dA, dB (and dW0, db if the base trains), side by side
-        jobs = {"A": lambda: xp.matmul(gu.array.mT, x2),  # (r, N) @ (N, in) -> (r, in)
-                "B": grad_B,
-                "W": lambda: xp.matmul(g2.mT, x2),  # (out, N) @ (N, in) -> (out, in)
-                "b": lambda: xp.sum(g2, axis=0)}
-        wanted = [name for name, t in (("W", weight), ("A", lora_A), ("B", lora_B), ("b", bias))
-                  if t is not None and t.requires_grad]
-        work = N * (n_out * x2.shape[1] * ("W" in wanted) + r * (x2.shape[1] + n_out))
-        grads = dict(zip(wanted, parallel.run(*(jobs[name] for name in wanted), work=work)))
-        gx = xp.reshape(gx.array, x.shape) if gx is not None else None
-        return (gx, grads.get("W")) + ((grads.get("b"),) if bias is not None else ()) \
-            + (grads.get("A"), grads.get("B"))
-
-    parents = (x, weight) + ((bias,) if bias is not None else ()) + (lora_A, lora_B)
-    return Tensor._make(xp.reshape(y.array, x.shape[:-1] + (n_out,)), parents, backward,
-                        "lora_linear")
+    if "lora_linear" in kernels:
+        return kernels["lora_linear"](x, weight, bias, lora_A, lora_B, scaling)
+    return linear(x, weight, bias) + linear(linear(x, lora_A) * scaling, lora_B)
 
 
 def gelu(x: Tensor) -> Tensor:
-    """GELU, tanh approximation (GPT-2): 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))).
+    """GELU, tanh approximation (GPT-2): y = 0.5 x (1 + t), t = tanh(c (x + a x³)), c = √(2/π).
 
-    Element-wise, so its rows are shared among the threads (:mod:`minilora.parallel`).
+    Backward: dy/dx = 0.5 (1 + t) + 0.5 x (1 − t²) c (1 + 3a x²), written as
+    −0.5 (x c (1 + 3a x²) (t² − 1) − t − 1): the order of operations the fast kernel uses, so
+    the two agree to the bit. ``x * x``, not ``x ** 2``: NumPy's float32 power is far slower.
     """
+    if "gelu" in kernels:
+        return kernels["gelu"](x)
     c, a = math.sqrt(2.0 / math.pi), 0.044715
-    x2 = xp.reshape(x.data, (-1, x.shape[-1]) if x.ndim else (1, 1))  # (N, C)
-    rows = parallel.blocks(*x2.shape)
-    y = parallel.Output(x2.shape, x.dtype)
-
-    def forward(r):
-        # Speed: in-place steps (2x faster than one temporary per operator), the last ones in
-        # the output's own rows, and x * x, not x ** 2: NumPy's float32 power is ~100x slower.
-        xr = x2[r]
-        u = xr * xr
-        u *= a * c
-        u += c
-        u *= xr  # u = c (x + a x³)
-        t = xp.tanh(u)
-        yr = y.write(r, xp.add, t, 1)
-        yr *= xr
-        yr *= 0.5  # y = 0.5 x (1 + t)
-        return t
-
-    t = parallel.map(forward, rows)  # tanh's values, kept block by block for the backward
+    X = x.data
+    t = xp.tanh((X * X * (a * c) + c) * X)  # tanh(c (x + a x³)), c factored out as c + a c x²
+    y = (t + 1) * X * 0.5
 
     def backward(g):
-        g2 = xp.reshape(g, x2.shape)
-        dx = parallel.Output(x2.shape, x.dtype)
+        return (((X * X * (3 * a * c) + c) * X * (t * t - 1) - t - 1) * g * -0.5,)
 
-        def rows_backward(r, t):
-            # dy/dx = 0.5 (1 + t) + 0.5 x (1 − t²) c (1 + 3a x²), built in place, in dx's
-            # rows, as −0.5 (x c (1 + 3a x²) (t² − 1) − t − 1)
-            xr = x2[r]
-            d = dx.write(r, xp.multiply, xr, xr)
-            d *= 3 * a * c
-            d += c
-            d *= xr  # x c (1 + 3a x²)
-            w = t * t
-            w -= 1
-            d *= w
-            d -= t
-            d -= 1
-            d *= g2[r]
-            d *= -0.5
-
-        parallel.map(rows_backward, rows, t)
-        return (xp.reshape(dx.array, x.shape),)
-
-    return Tensor._make(xp.reshape(y.array, x.shape), (x,), backward, "gelu")
+    return Tensor._make(y, (x,), backward, "gelu")
 
 
 def relu(x: Tensor) -> Tensor:
     return x.relu()
-
-
-def _sum_last(a, scale: float = 1.0):
-    """scale · Σ over the last axis, kept as size 1: (..., n) -> (..., 1).
-
-    Written as a matrix-vector product so that NumPy runs it on the BLAS: 3-5x faster than
-    xp.sum or xp.mean over rows of tens to hundreds of numbers (layer norm, attention).
-    """
-    return xp.matmul(a, xp.full((a.shape[-1], 1), scale, dtype=a.dtype))  # (..., n) @ (n, 1)
 
 
 def _softmax(z, dim: int):
@@ -256,51 +164,27 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
     if len(shape) != 1 or x.shape[-1] != shape[0]:
         raise ValueError(f"layer_norm: normalizes the last axis only; input {x.shape}, "
                          f"normalized_shape {shape}")
-    C = x.shape[-1]
-    # rows are normalized independently: blocks of the first axis go to the threads (in 2-D,
-    # cut at multiples of 64 rows, where the BLAS sums each row as it would in the whole)
-    rows = parallel.blocks(x.shape[0], x.numel() // x.shape[0], 64 if x.ndim == 2 else 1) \
-        if x.ndim > 1 else [...]
-
-    y = parallel.Output(x.shape, x.dtype)
-
-    def forward(r):
-        xhat = x.data[r] - _sum_last(x.data[r], 1.0 / C)  # x − μ
-        rstd = 1.0 / xp.sqrt(_sum_last(xhat * xhat, 1.0 / C) + eps)
-        xhat *= rstd  # in place (it is our own array): saves a temporary of x's size
-        yr = y.write(r, xp.multiply, xhat, weight.data) if weight is not None \
-            else y.put(r, xhat)
-        if bias is not None:
-            yr += bias.data
-        return xhat, rstd
-
-    xhat, rstd = zip(*parallel.map(forward, rows))
+    if "layer_norm" in kernels:
+        return kernels["layer_norm"](x, weight, bias, eps)
+    X = x.data
+    xc = X - xp.mean(X, axis=-1, keepdims=True)  # x − μ
+    rstd = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=-1, keepdims=True) + eps)  # 1 / √(σ² + eps)
+    xhat = xc * rstd
+    y = xhat * weight.data if weight is not None else xhat
+    if bias is not None:
+        y = y + bias.data
 
     def backward(g):
-        gx = parallel.Output(x.shape, x.dtype) if x.requires_grad else None
-        gxh = parallel.Output(x.shape, x.dtype) \
+        gh = g * weight.data if weight is not None else g  # ĝ
+        gx = (gh - xp.mean(gh, axis=-1, keepdims=True)
+              - xhat * xp.mean(gh * xhat, axis=-1, keepdims=True)) * rstd
+        gw = unbroadcast(g * xhat, weight.shape) \
             if weight is not None and weight.requires_grad else None
-
-        def rows_backward(r, xhat, rstd):
-            if gx is not None:  # ĝ built in place in gx's rows: no temporaries
-                gh = gx.write(r, xp.multiply, g[r], weight.data) if weight is not None \
-                    else gx.put(r, g[r])
-                m = _sum_last(gh * xhat, 1.0 / C)
-                gh -= _sum_last(gh, 1.0 / C)
-                gh -= xhat * m
-                gh *= rstd
-            if gxh is not None:
-                gxh.write(r, xp.multiply, g[r], xhat)  # the terms of dW
-
-        parallel.map(rows_backward, rows, xhat, rstd)
-        # the sums over rows run on the whole array, as they would without threads
-        gw = unbroadcast(gxh.array, weight.shape) if gxh is not None else None
         gb = unbroadcast(g, bias.shape) if bias is not None and bias.requires_grad else None
-        grads = (gx.array if gx is not None else None, gw, gb)
-        return tuple(gr for gr, p in zip(grads, (x, weight, bias)) if p is not None)
+        return tuple(gr for gr, p in zip((gx, gw, gb), (x, weight, bias)) if p is not None)
 
     parents = tuple(p for p in (x, weight, bias) if p is not None)
-    return Tensor._make(y.array, parents, backward, "layer_norm")
+    return Tensor._make(y, parents, backward, "layer_norm")
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True,
@@ -336,7 +220,7 @@ def embedding(indices, weight: Tensor) -> Tensor:
                         backward, "embedding")
 
 
-def _causal_bias(T: int, S: int, dtype):
+def causal_bias(T: int, S: int, dtype):
     """(T, S) scores offset: 0 where query t may see key s (s <= t), -inf ahead."""
     allowed = xp.arange(T)[:, None] >= xp.arange(S)[None, :]  # (T, S): no peeking ahead
     return xp.where(allowed, xp.zeros((T, S), dtype=dtype),
@@ -355,83 +239,48 @@ def _broadcast_shapes(*shapes):
     return tuple(out)
 
 
+def broadcast_heads(query: Tensor, key: Tensor, value: Tensor):
+    """Q, K, V as arrays broadcast to one batch shape (views), and that shape, as in a matmul."""
+    q, k, v = query.data, key.data, value.data
+    batch = _broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    if batch is None:
+        raise ValueError(f"attention: the leading axes of query {query.shape}, key {key.shape} "
+                         f"and value {value.shape} do not broadcast")
+    return (*(xp.broadcast_to(t, batch + t.shape[-2:]) for t in (q, k, v)), batch)
+
+
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
                                  is_causal: bool = False, scale: float | None = None) -> Tensor:
-    """softmax(Q Kᵀ · scale + mask) V, with Q, K, V of shape (..., T, D).
+    """O = softmax(Q Kᵀ · scale + mask) V, with Q, K, V of shape (..., T, D).
 
     One fused op: the backward reuses the saved probabilities P and output O,
     dV = Pᵀ dO, dP = dO Vᵀ, dS = P ⊙ (dP − Σ dP ⊙ P), dQ = dS K · scale, dK = dSᵀ Q · scale,
     where the row sums Σ_j dP_ij P_ij equal Σ_d dO_id O_id (FlashAttention's D_i, Dao 2022).
     """
     check_same_dtype("scaled_dot_product_attention", query, key, value)
-    q, k, v = query.data, key.data, value.data
-    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+    if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
         raise ValueError(f"attention: query {query.shape}, key {key.shape}, value {value.shape} "
                          f"do not fit")
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    batch = _broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])  # as in a matmul
-    if batch is None:
-        raise ValueError(f"attention: the leading axes of query {query.shape}, key {key.shape} "
-                         f"and value {value.shape} do not broadcast")
-    q, k, v = (xp.broadcast_to(t, batch + t.shape[-2:]) for t in (q, k, v))  # views
-    T, S = q.shape[-2], k.shape[-2]
-    # every (batch, head) is independent: slices of the first axis go to the threads
-    rows = parallel.blocks(batch[0], q.size // batch[0] // q.shape[-1] * S) if batch else [...]
-
-    mask = _causal_bias(T, S, q.dtype) if is_causal else None
-    info = xp.finfo(q.dtype)
-    safe = (math.log(info.smallest_normal), math.log(info.max / S))  # exp needs no shift here
-
-    def forward(r, shift: bool):
-        qs = q[r] * scale  # scale Q (T·D numbers) rather than S (T·S numbers): the same S
-        s = xp.matmul(qs, k[r].mT)  # (..., T, D) @ (..., D, S) -> (..., T, S)
-        # softmax(s) = softmax(s − c) for any c per row; the usual c = row max only keeps exp
-        # from overflowing (or every term of a row from underflowing). Two reductions over the
-        # scores show when no shift is needed at all, 5x cheaper than a max per row in NumPy.
-        # Only if some score is extreme is each row shifted by its max.
-        extreme = not safe[0] < float(xp.min(s)) <= float(xp.max(s)) < safe[1]  # before the mask
-        if mask is not None:
-            s += mask  # in place: 5x cheaper than where()
-        if shift or extreme:
-            s -= xp.max(s, axis=-1, keepdims=True)
-        p = xp.exp(s)
-        p /= _sum_last(p)  # (..., T, S) / (..., T, 1)
-        o = out.write(r, xp.matmul, p, v[r])  # (..., T, S) @ (..., S, Dv) -> (..., T, Dv)
-        return qs, p, o, extreme
-
-    # laid out like q (a transposed view of the heads, usually), so that transposing it back
-    # is free
-    out = parallel.Output(q.shape[:-1] + v.shape[-1:], q.dtype,
-                          like=q if q.shape[-1] == v.shape[-1] else None)
-    qs, p, o, extreme = zip(*parallel.map(lambda r: forward(r, False), rows))
-    if any(extreme) and not all(extreme):  # rare: then every block shifts, as one block would
-        qs, p, o, _ = zip(*parallel.map(lambda r: forward(r, True), rows))
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    q, k, v, _ = broadcast_heads(query, key, value)
+    if "scaled_dot_product_attention" in kernels:
+        return kernels["scaled_dot_product_attention"](query, key, value, is_causal, scale)
+    s = xp.matmul(q, k.mT) * scale  # (..., T, D) @ (..., D, S) -> (..., T, S)
+    if is_causal:
+        s = s + causal_bias(q.shape[-2], k.shape[-2], q.dtype)  # no peeking ahead
+    p = _softmax(s, -1)  # (..., T, S)
+    o = xp.matmul(p, v)  # (..., T, S) @ (..., S, Dv) -> (..., T, Dv)
 
     def backward(g):
-        # each laid out like its input, written block by block in place
-        gq, gk, gv = (parallel.Output(a.shape, a.dtype, like=a) if t.requires_grad else None
-                      for a, t in zip((q, k, v), (query, key, value)))
+        gv = xp.matmul(p.mT, g)  # (..., S, T) @ (..., T, Dv) -> (..., S, Dv)
+        dp = xp.matmul(g, v.mT)  # (..., T, Dv) @ (..., Dv, S) -> (..., T, S)
+        ds = p * (dp - xp.sum(g * o, axis=-1, keepdims=True))  # Σ_j dP_ij P_ij = Σ_d dO_id O_id
+        gq = xp.matmul(ds, k) * scale  # (..., T, S) @ (..., S, D) -> (..., T, D)
+        gk = xp.matmul(ds.mT, q) * scale  # (..., S, T) @ (..., T, D) -> (..., S, D)
+        return tuple(unbroadcast(grad, t.shape) for grad, t in zip((gq, gk, gv),
+                                                                   (query, key, value)))
 
-        def rows_backward(r, p, qs, o):
-            gr = g[r]
-            if gv is not None:
-                gv.write(r, xp.matmul, p.mT, gr)  # (..., S, T) @ (..., T, Dv) -> (..., S, Dv)
-            if gq is not None or gk is not None:
-                ds = xp.matmul(gr, v[r].mT)  # dP: (..., T, Dv) @ (..., Dv, S) -> (..., T, S)
-                # Σ_j dP_ij P_ij = Σ_d dO_id O_id (as O = P V): a (T, Dv) product, not (T, S)
-                ds -= _sum_last(gr * o)
-                ds *= p  # dS, in place: no more (T, S) arrays than dP itself
-                if gq is not None:
-                    gqr = gq.write(r, xp.matmul, ds, k[r])  # (..., T, S) @ (..., S, D)
-                    gqr *= scale
-                if gk is not None:
-                    gk.write(r, xp.matmul, ds.mT, qs)  # (..., S, T) @ (..., T, D) -> (..., S, D)
-
-        parallel.map(rows_backward, rows, p, qs, o)
-        return tuple(unbroadcast(grad.array, t.shape) if grad is not None else None
-                     for grad, t in zip((gq, gk, gv), (query, key, value)))
-
-    return Tensor._make(out.array, (query, key, value), backward, "attention")
+    return Tensor._make(o, (query, key, value), backward, "attention")
 
 
 __all__ = ["linear", "lora_linear", "gelu", "relu", "softmax", "log_softmax", "cross_entropy",

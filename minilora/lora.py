@@ -15,18 +15,12 @@ import warnings
 from contextlib import contextmanager
 
 from . import backend
-from .lora_layer import LoraConfig, LoraLinear, lora_scaling
+from .lora_layer import LoraConfig, LoraLinear, lora_scaling, matches_target
 from .nn import Linear, Module
 from .validation import fail
 
 __all__ = ["LoraConfig", "LoraLinear", "LoraModel", "get_lora_model", "find_targets",
            "lora_scaling"]
-
-
-def _matches(name: str, target_modules) -> bool:
-    if isinstance(target_modules, str):
-        return re.fullmatch(target_modules, name) is not None
-    return any(name == t or name.endswith("." + t) for t in target_modules)
 
 
 def find_targets(model: Module, config: LoraConfig) -> list[str]:
@@ -45,16 +39,12 @@ def find_targets(model: Module, config: LoraConfig) -> list[str]:
             linears.append(n)
     available = sorted({n.split(".")[-1] for n in linears})
     targets = config.target_modules
-    if targets == "all-linear":
-        chosen = [n for n in linears if n.split(".")[-1] != "lm_head"]
-    elif isinstance(targets, str):
-        chosen = [n for n in linears if _matches(n, targets)]
-    else:
-        unmatched = [t for t in targets if not any(_matches(n, [t]) for n in linears)]
+    if not isinstance(targets, str):
+        unmatched = [t for t in targets if not any(matches_target(n, [t]) for n in linears)]
         if unmatched:
             raise ValueError(f"target_modules {unmatched} match no Linear layer of the model; "
                              f"Linear names: {available}")
-        chosen = [n for n in linears if _matches(n, targets)]
+    chosen = [n for n in linears if matches_target(n, targets)]
     if not chosen:
         raise ValueError(f"target_modules {targets!r} match no Linear layer; Linear names: "
                          f"{available}")
@@ -303,8 +293,7 @@ class LoraModel(Module):
     # -- accounting --------------------------------------------------------------------------
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
         """(trainable, all) parameter counts, adapters included in "all" as PEFT counts them."""
-        params = list(self.model.parameters())
-        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+        return self.model.num_parameters(only_trainable=True), self.model.num_parameters()
 
     def print_trainable_parameters(self) -> None:
         """PEFT's line: ``trainable params: 12,288 || all params: 1,234,567 || trainable%: 0.9953``."""

@@ -9,21 +9,21 @@ the layer computes ``B (A x)``: two thin products, never the (out × in) matrix 
 
 Names and layout follow PEFT (``lora_A``, ``lora_B``, ``scaling``, ``base_layer``, adapters by name,
 ``merge()``/``unmerge()``), so what is learned here reads the same in PEFT's source.
-``use_dora`` adds DoRA's magnitude vector (dora.py); the base may be a 4-bit ``Linear4bit``
-(QLoRA, linear4bit.py).
+Variants extend the layer without the layer knowing them, as in PEFT's
+``tuners/lora/variants.py``: a :class:`LoraVariant` is called through four hooks (init,
+forward, merge, unmerge), and registers itself in :data:`VARIANTS` under the flag that asks for
+it (``use_dora``: minilora/variants/dora.py). The base may be any Linear, a 4-bit one included
+(minilora/variants/linear4bit.py keeps its own rules).
 """
 from __future__ import annotations
 
 import math
 import re
-import warnings
 from dataclasses import asdict, dataclass, field
 
 from . import backend
 from . import functional as F
-from .backend import xp
-from .dora import DoraLinearLayer
-from .linear4bit import Linear4bit
+from .backend import kernels, xp
 from .nn import Dropout, Linear, Module, ModuleDict
 from .tensor import Tensor
 from .validation import (check_bool, check_choice, check_int, check_pattern, check_real,
@@ -85,6 +85,19 @@ def _pattern_value(patterns: dict, name: str, default):
     return default
 
 
+def matches_target(path: str, targets) -> bool:
+    """Whether the module at ``path`` is one that ``targets`` names, by PEFT's rule: a list of
+    names selects a path equal to a name or ending with ``.name``; a single string is a regex
+    over the whole path; ``"all-linear"`` selects all but the output layer ``lm_head``.
+    Injection, accounting and quantization all select modules with this one function.
+    """
+    if targets == "all-linear":
+        return path.split(".")[-1] != "lm_head"
+    if isinstance(targets, str):
+        return re.fullmatch(targets, path) is not None
+    return any(path == t or path.endswith("." + t) for t in targets)
+
+
 def lora_scaling(r: int, lora_alpha: float, use_rslora: bool = False) -> float:
     """alpha / r (the paper), or alpha / √r (rsLoRA: keeps the update's size stable in r)."""
     return lora_alpha / math.sqrt(r) if use_rslora else lora_alpha / r
@@ -103,6 +116,32 @@ def pissa_factors(W0, r: int, scaling: float):
     return A, B, W0 - scaling * xp.matmul(B, A)
 
 
+class LoraVariant:
+    """The hooks through which a variant of LoRA replaces the plain adapter's steps, one
+    adapter at a time (PEFT's ``LoraVariant``). ``layer`` is the :class:`LoraLinear`, ``name``
+    the adapter's name."""
+
+    def init(self, layer: "LoraLinear", name: str) -> None:
+        """Called once the adapter's A and B exist."""
+        raise NotImplementedError
+
+    def forward(self, layer: "LoraLinear", name: str, x: Tensor, result: Tensor) -> Tensor:
+        """``result`` (the layer's output so far) plus this adapter's part, for input x."""
+        raise NotImplementedError
+
+    def merged_weight(self, layer: "LoraLinear", name: str, W):
+        """The weight W with this adapter merged into it."""
+        raise NotImplementedError
+
+    def unmerged_weight(self, layer: "LoraLinear", name: str, W):
+        """The inverse of :meth:`merged_weight`."""
+        raise NotImplementedError
+
+
+VARIANTS: dict[str, type[LoraVariant]] = {}  # flag (``use_dora``) -> the variant it asks for;
+# each variant's module adds itself (``import minilora`` imports them all)
+
+
 class LoraLinear(Module):
     """A frozen ``base_layer`` plus named low-rank adapters: y = base(x) + Σ scaling · B(A(x))."""
 
@@ -115,8 +154,8 @@ class LoraLinear(Module):
         self.base_layer = base_layer
         self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
         self.lora_A, self.lora_B, self.lora_dropout = ModuleDict(), ModuleDict(), ModuleDict()
-        self.lora_magnitude_vector = ModuleDict()  # DoRA adapters only: m per output row
-        self._dora_norms: dict = {}  # ‖W + ΔW‖_row used by merge(), which unmerge() divides back
+        self.lora_magnitude_vector = ModuleDict()  # a variant's trainable vectors (DoRA's m)
+        self.lora_variant: dict[str, LoraVariant] = {}  # adapters of a variant, by name
         self.r: dict[str, int] = {}
         self.lora_alpha: dict[str, float] = {}
         self.scaling: dict[str, float] = {}
@@ -141,7 +180,7 @@ class LoraLinear(Module):
         "gaussian": A ~ N(0, 1/r²) (the paper's Gaussian; PEFT's std), B = 0.
         "pissa": A, B from the top-r singular triplets of W0; W0 keeps only the residual.
         False: A and B both random (ΔW ≠ 0 from the start; for debugging and tests).
-        ``use_dora``: a magnitude m = ‖W0 + s·B A‖_row too, so the layer still starts unchanged.
+        ``use_dora``: the DoRA variant (:data:`VARIANTS`) adds its magnitude vector.
         """
         if adapter_name in self.lora_A:
             raise ValueError(f"adapter {adapter_name!r} already exists in this layer")
@@ -163,13 +202,12 @@ class LoraLinear(Module):
             A.weight.data, B.weight.data, self.base_layer.weight.data = pissa_factors(
                 self.base_layer.weight.data, r, scaling)
         self.lora_A[adapter_name], self.lora_B[adapter_name] = A, B
-        if use_dora:
-            magnitude = DoraLinearLayer(self.out_features, dtype)
-            magnitude.update_layer(self.base_layer, A, B, scaling)
-            self.lora_magnitude_vector[adapter_name] = magnitude
         self.lora_dropout[adapter_name] = Dropout(lora_dropout, generator=gen)
         self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
         self.scaling[adapter_name] = scaling
+        if use_dora:
+            self.lora_variant[adapter_name] = VARIANTS["use_dora"]()
+            self.lora_variant[adapter_name].init(self, adapter_name)
 
     def delete_adapter(self, adapter_name: str) -> None:
         if adapter_name in self.merged_adapters:
@@ -180,18 +218,19 @@ class LoraLinear(Module):
             del self.lora_magnitude_vector[adapter_name]
         for table in (self.r, self.lora_alpha, self.scaling):
             del table[adapter_name]
+        self.lora_variant.pop(adapter_name, None)
         self.active_adapters = [a for a in self.active_adapters if a != adapter_name]
 
     def forward(self, x: Tensor) -> Tensor:
-        pending = [n for n in self.active_adapters if n not in self.merged_adapters]
-        if len(pending) == 1 and self._fusable(pending[0]):
-            # The common case as one fused op: same h, but it keeps the (N, r) bottleneck
-            # instead of three (N, out) arrays (less memory, faster).
-            name = pending[0]
+        """h = base_layer(x) + Σ lora_B(lora_A(dropout(x)) · scaling) over the active adapters.
+
+        The thin (N, r) intermediate is scaled rather than the (N, out) result: the same ΔW x.
+        """
+        if "lora_linear" in kernels and (name := self._fusable()):  # the fast path: one op
             return F.lora_linear(x, self.base_layer.weight, self.base_layer.bias,
                                  self.lora_A[name].weight, self.lora_B[name].weight,
                                  self.scaling[name])
-        result = base_out = self.base_layer(x)  # W0 x + b (W0 already includes any merged ΔW)
+        result = self.base_layer(x)  # W0 x + b (W0 already includes any merged ΔW)
         if self.disable_adapters:
             if self.merged:
                 raise RuntimeError("adapters are merged into the base weight; unmerge() before "
@@ -200,27 +239,22 @@ class LoraLinear(Module):
         for name in self.active_adapters:
             if name in self.merged_adapters:
                 continue
-            A, B = self.lora_A[name], self.lora_B[name]
-            x_in = self.lora_dropout[name](x)  # x itself when dropout is off
-            if name in self.lora_magnitude_vector:  # DoRA needs W0 x without the bias
-                bias = self.base_layer.bias
-                W0x = F.linear(x_in, self.base_layer.weight) if x_in is not x \
-                    else base_out if bias is None else base_out - bias
-                result = result + self.lora_magnitude_vector[name](
-                    x_in, lora_A=A, lora_B=B, scaling=self.scaling[name],
-                    base_layer=self.base_layer, base_result=W0x)
+            if name in self.lora_variant:  # DoRA, say: the variant adds its own part
+                result = self.lora_variant[name].forward(self, name, x, result)
                 continue
-            # Scale the thin (N, r) intermediate rather than the (N, out) result: same ΔW x,
-            # fewer multiplications.
-            result = result + B(A(x_in) * self.scaling[name])
+            x_in = self.lora_dropout[name](x)  # x itself when dropout is off
+            result = result + self.lora_B[name](self.lora_A[name](x_in) * self.scaling[name])
         return result
 
-    def _fusable(self, name: str) -> bool:
-        """One plain adapter on a plain Linear, dropout off: ``F.lora_linear`` gives the same h."""
-        dropout = self.lora_dropout[name]
-        return (not self.disable_adapters and type(self.base_layer) is Linear
-                and name not in self.lora_magnitude_vector
-                and (dropout.p == 0 or not dropout.training))
+    def _fusable(self) -> str | None:
+        """The one pending adapter if it is plain, on a plain Linear, dropout off: then
+        ``F.lora_linear`` computes the same h."""
+        pending = [n for n in self.active_adapters if n not in self.merged_adapters]
+        if self.disable_adapters or len(pending) != 1 or type(self.base_layer) is not Linear:
+            return None
+        dropout = self.lora_dropout[pending[0]]
+        plain = pending[0] not in self.lora_variant
+        return pending[0] if plain and (dropout.p == 0 or not dropout.training) else None
 
     def delta_weight(self, adapter_name: str | None = None):
         """ΔW = scaling · B A, an (out, in) array: the matrix the adapter adds to W0.
@@ -244,50 +278,31 @@ class LoraLinear(Module):
                 raise ValueError(f"no adapter named {name!r}; this layer has {list(self.lora_A)}")
             if name in self.merged_adapters:
                 raise ValueError(f"adapter {name!r} is already merged; unmerge() first")
-        W, norms = self.base_layer.weight.data, {}
+        W = self.base_layer.weight.data
         for name in names:
-            if name in self.lora_magnitude_vector:  # DoRA: W ← m ⊙ (W + ΔW) / ‖W + ΔW‖_row
-                W, norms[name] = self.lora_magnitude_vector[name].merged_weight(
-                    W, self.delta_weight(name))
-            else:
-                W = W + self.delta_weight(name)
+            W = self.lora_variant[name].merged_weight(self, name, W) if name in self.lora_variant \
+                else W + self.delta_weight(name)
         if safe_merge and not bool(xp.all(xp.isfinite(W))):
             raise ValueError(f"safe_merge: merging {names} gives NaN or infinite weights; "
                              f"the layer is unchanged")
-        self._warn_if_4bit("merge")
         self.base_layer.weight.data = W
-        self._dora_norms.update(norms)
         self.merged_adapters.extend(names)
 
     def unmerge(self) -> None:
         """W ← W − Σ ΔW over the merged adapters (the inverse of merge(), to round-off)."""
         if not self.merged:
             raise ValueError("unmerge(): no adapter is merged into this layer")
-        W = self.unmerged_weight()
-        self._warn_if_4bit("unmerge")
-        self.base_layer.weight.data = W
+        self.base_layer.weight.data = self.unmerged_weight()
         self.merged_adapters = []
 
     def unmerged_weight(self):
         """W0: the base weight with the merged adapters taken out, last first (nothing changes)."""
         W = self.base_layer.weight.data
         for name in reversed(self.merged_adapters):
-            if name in self.lora_magnitude_vector:
-                W = self.lora_magnitude_vector[name].unmerged_weight(
-                    W, self.delta_weight(name), self._dora_norms[name])
-            else:
-                W = W - self.delta_weight(name)
+            W = self.lora_variant[name].unmerged_weight(self, name, W) \
+                if name in self.lora_variant else W - self.delta_weight(name)
         return W
-
-    def _warn_if_4bit(self, what: str) -> None:
-        # A 4-bit weight can only hold 4-bit values: assigning W rounds it (linear4bit.py), as
-        # PEFT does for bitsandbytes layers. Say so, rather than let exactness be assumed.
-        if isinstance(self.base_layer, Linear4bit):
-            warnings.warn(f"{what}() on a 4-bit base layer re-quantizes the weight: the result "
-                          f"differs from the exact one by the 4-bit rounding error (up to half a "
-                          f"code gap times each block's absmax), and unmerge() cannot restore the "
-                          f"original codes exactly", UserWarning, stacklevel=3)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{n}: r={self.r[n]}, scaling={self.scaling[n]:g}"
-                         + (", dora" if n in self.lora_magnitude_vector else "") for n in self.r)
+                         + (f", {type(self.lora_variant[n]).__name__}" if n in self.lora_variant else "") for n in self.r)

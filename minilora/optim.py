@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import math
 
-from . import parallel
-from .backend import xp
+from .backend import kernels, xp
 from .tensor import no_grad
 
 
@@ -92,10 +91,12 @@ class AdamW(Optimizer):
                                       weight_decay=weight_decay))
 
     def step(self) -> None:
-        with no_grad():  # the parameters update independently: shared among the threads
+        with no_grad():
             trainable = list(self._trainable())
-            parallel.run(*(lambda item=item: self._update(item) for item in trainable),
-                         work=20 * sum(p.numel() for _, p, _ in trainable))  # ~20 ops each
+            if "adamw_step" in kernels:  # the fast path shares the parameters among threads
+                return kernels["adamw_step"](self._update, trainable)
+            for item in trainable:
+                self._update(item)
 
     @staticmethod
     def _update(item) -> None:
@@ -109,18 +110,12 @@ class AdamW(Optimizer):
         t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
         if group["weight_decay"]:
             p.data *= 1 - lr * group["weight_decay"]
-        m *= b1  # in place: the moments are the optimizer's memory, never copied
+        m *= b1  # m ← β1 m + (1−β1) g, in place: the moments are the optimizer's memory
         m += (1 - b1) * g
-        v *= b2
-        g2 = g * g
-        g2 *= 1 - b2  # in place on our own temporaries: 4 arrays per update, not 8
-        v += g2
-        denom = xp.sqrt(v)
-        denom *= 1 / math.sqrt(1 - b2 ** t)
-        denom += group["eps"]
-        update = m / denom
-        update *= lr / (1 - b1 ** t)
-        p.data -= update
+        v *= b2  # v ← β2 v + (1−β2) g²
+        v += (1 - b2) * (g * g)
+        denom = xp.sqrt(v) * (1 / math.sqrt(1 - b2 ** t)) + group["eps"]  # √v̂ + eps
+        p.data -= m / denom * (lr / (1 - b1 ** t))  # lr · m̂ / (√v̂ + eps)
 
 
 class LambdaLR:

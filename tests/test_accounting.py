@@ -9,7 +9,7 @@ from minilora.lora import LoraConfig, get_lora_model
 from minilora.model import GPT, GPTConfig
 from minilora.optim import AdamW
 
-pytestmark = pytest.mark.lora
+pytestmark = pytest.mark.lesson05
 
 
 def test_gpt3_numbers_match_the_paper():

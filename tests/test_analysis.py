@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from minilora import analysis, backend
 from minilora.testing import known_svd, orthonormal, subspace_shapes
 
-pytestmark = pytest.mark.analysis
+pytestmark = [pytest.mark.lesson07, pytest.mark.lesson08]  # subspaces (07), ΔW and intruders (08)
 
 
 shapes = subspace_shapes()

@@ -25,10 +25,11 @@ from minilora.testing import (alphas, assert_close, examples, factors, lora_line
                               seeds)
 
 strict = pytest.importorskip("array_api_strict")
-pytestmark = pytest.mark.autograd
+pytestmark = pytest.mark.lesson10
 
 ENGINE = ["tensor.py", "ops.py", "functional.py", "gradcheck.py", "nn.py", "model.py",
-          "optim.py", "train.py", "lora_layer.py", "lora.py", "analysis.py"]
+          "optim.py", "train.py", "lora_layer.py", "lora.py", "analysis.py", "fast/threads.py",
+          "fast/kernels.py", "fast/attention.py"]
 
 
 @pytest.fixture(params=["numpy", "strict"])

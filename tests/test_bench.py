@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from minilora import bench, cli
+from minilora import cli
+from minilora.bench import steps as bench
 from minilora.model import GPTConfig
 
-pytestmark = pytest.mark.nn
+pytestmark = pytest.mark.fast
 
 
 def test_quick_bench_through_the_cli(tmp_path, capsys):
@@ -36,6 +37,7 @@ def test_quick_bench_through_the_cli(tmp_path, capsys):
     for mode in ("full", "lora"):
         row = train[mode]
         assert row["step_s"] > 0 and row["tokens_per_s"] > 0 and 0 < row["peak_fraction"]
+        assert row["reference_step_s"] > 0  # the same step with the fast path off
         assert row["matmul_gflop"] > 0
         parts = memory[mode]
         assert parts["total_peak"] == (parts["parameters"] + parts["optimizer_states"]
@@ -59,7 +61,7 @@ def test_quick_bench_through_the_cli(tmp_path, capsys):
 @pytest.mark.parametrize("name", ["tiny", "sweep", "medium"])
 def test_op_counts_are_the_models_layers(name):
     """The breakdown counts each op as often as the model has the layer that runs it."""
-    from minilora import bench_ops
+    from minilora.bench import ops as bench_ops
     from minilora.model import GPT
     from minilora.nn import LayerNorm, Linear
 
@@ -77,17 +79,18 @@ def test_op_counts_are_the_models_layers(name):
     assert shapes["attention"][1] == shapes["gelu"][1] == cfg.n_layer
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_handoff_is_timed_only_where_work_is_shared(threads):
-    from minilora import bench_ops, parallel
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_handoff_is_timed_only_where_work_is_shared(n):
+    from minilora.bench import ops as bench_ops
+    from minilora.fast import threads
 
-    before = parallel.num_threads()
-    parallel.set_num_threads(threads)
+    before = threads.num_threads()
+    threads.set_num_threads(n)
     try:
         seconds = bench_ops.handoff_seconds(repeats=2, min_sample_s=0.0)
     finally:
-        parallel.set_num_threads(before)
-    assert seconds is None if threads == 1 else seconds > 0
+        threads.set_num_threads(before)
+    assert seconds is None if n == 1 else seconds > 0
 
 
 def test_unknown_config_is_a_clear_error():
@@ -115,3 +118,17 @@ def test_matmul_flops_by_hand():
     attention_bwd = 3 * (2 * B * T * T * C)
     adapters = 2 * (2 * (2 * N * r * C) + 2 * N * C * r)
     assert lora["backward"] == dx + attention_bwd + adapters
+
+
+def test_the_readme_table_is_the_committed_bench_run():
+    """Text equals data: the README's bench table is what the committed bench.json gives."""
+    import json
+    import pathlib
+
+    from minilora.bench.report import markdown_table
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = readme.split("<!-- bench:table -->\n")[1].split("<!-- /bench:table -->")[0]
+    result = json.loads((root / "figures" / "bench.json").read_text())
+    assert block.strip() == markdown_table(result, "medium")

@@ -11,7 +11,7 @@ from minilora.experiments.runs import RunSpec, process_pool, run_specs
 from minilora.model import GPTConfig
 from minilora.train import IGNORE_INDEX
 
-pytestmark = pytest.mark.experiments
+pytestmark = pytest.mark.lesson06
 
 TINY = pre.PretrainConfig(model=GPTConfig(vocab_size=tasks.VOCAB_SIZE,
                                           block_size=tasks.BLOCK_SIZE, n_layer=1, n_head=2,

@@ -8,7 +8,7 @@ import pytest
 from minilora.cli import main
 from minilora.experiments.figures import EXPERIMENTS, VARIANTS
 
-pytestmark = [pytest.mark.experiments, pytest.mark.slow]
+pytestmark = [pytest.mark.lesson06, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from minilora import Tensor, backend
 from minilora.model import GPT, GPTConfig
 from minilora.nn import Linear, Parameter
 
-pytestmark = pytest.mark.autograd
+pytestmark = pytest.mark.lesson01
 
 
 class CountingNumpy:

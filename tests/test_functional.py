@@ -17,7 +17,7 @@ from minilora import Tensor
 from minilora.backend import Generator
 from minilora.testing import examples, gradcheck, logits_and_targets, normal, qkv, seeds, shapes
 
-pytestmark = pytest.mark.autograd
+pytestmark = pytest.mark.lesson01
 
 shapes = shapes(min_dims=1)
 

@@ -10,7 +10,7 @@ import minilora.functional as F
 from minilora import Tensor
 from minilora.gradcheck import gradcheck
 
-pytestmark = pytest.mark.lora
+pytestmark = pytest.mark.lesson03
 
 dims = st.integers(1, 5)
 

@@ -15,13 +15,10 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
 SOLUTIONS = sorted((ROOT / "lessons" / "solutions").glob("[0-9][0-9]_*.py"))
-MARKS = {"01": pytest.mark.autograd, "02": pytest.mark.nn,  # the markers follow the lessons
-         "06": pytest.mark.experiments, "07": pytest.mark.analysis, "08": pytest.mark.analysis,
-         "10": pytest.mark.autograd}
 
 
 def _param(path: pathlib.Path):
-    mark = MARKS.get(path.name[:2], pytest.mark.lora)
+    mark = getattr(pytest.mark, f"lesson{path.name[:2]}")  # the markers follow the lessons
     return pytest.param(path, marks=mark, id=str(path.relative_to(ROOT / "lessons")))
 
 

@@ -20,7 +20,7 @@ from minilora.testing import (alphas, assert_close, dims, examples, factors, for
                               gpts_with_adapters, inputs, lora_configs, lora_linear,
                               lora_shapes, numerical_rank, randomize, seeds, tiny_gpt)
 
-pytestmark = pytest.mark.lora
+pytestmark = pytest.mark.lesson03
 
 
 class OneLinear(Module):

@@ -21,7 +21,7 @@ from minilora.tensor import Tensor
 from minilora.testing import (TinyMLP, assert_close, combination_weights, examples, seeds,
                               tiny_gpt, tiny_mlps, two_adapters)
 
-pytestmark = [pytest.mark.lora,
+pytestmark = [pytest.mark.lesson04,
               # r > min(m, n) on skinny layers is intended here; one test checks the warning.
               pytest.mark.filterwarnings("ignore:.*exceeds min\\(in, out\\)")]
 

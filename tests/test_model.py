@@ -12,7 +12,7 @@ from minilora.gradcheck import gradcheck, vjp_check
 from minilora.model import GPT, GPTConfig
 from minilora.testing import examples
 
-pytestmark = pytest.mark.nn
+pytestmark = pytest.mark.lesson02
 
 CFG = GPTConfig(vocab_size=7, block_size=5, n_layer=2, n_head=2, n_embd=8, dtype="float64")
 IDX = np.array([[0, 3, 6, 2, 1], [5, 5, 4, 0, 2]])

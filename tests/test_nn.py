@@ -15,7 +15,7 @@ from minilora.model import GPT, GPTConfig
 from minilora.nn import Linear, Module, Parameter
 from minilora.testing import examples, linears
 
-pytestmark = pytest.mark.nn
+pytestmark = pytest.mark.lesson02
 
 CFG = GPTConfig(vocab_size=7, block_size=5, n_layer=2, n_head=2, n_embd=8)
 IDX = np.array([[0, 3, 6, 2, 1], [5, 5, 4, 0, 2]])

@@ -23,7 +23,7 @@ from minilora.testing import (arrays as values, away_from_zero, axes as axis_and
                               broadcast_targets, broadcastable_shapes as two_broadcastable,
                               examples, gradcheck, separated, shapes, vjp_check)
 
-pytestmark = pytest.mark.autograd
+pytestmark = pytest.mark.lesson01
 
 shapes = shapes()
 

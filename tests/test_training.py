@@ -17,7 +17,7 @@ from minilora.optim import (SGD, AdamW, get_cosine_schedule_with_warmup,
 from minilora.train import evaluate, train
 from minilora.testing import examples
 
-pytestmark = pytest.mark.nn
+pytestmark = pytest.mark.lesson02
 
 CFG = GPTConfig(vocab_size=7, block_size=8, n_layer=2, n_head=2, n_embd=16)
 

@@ -5,7 +5,7 @@ Run: `pytest lessons/checks/test_09.py` (your answers in lessons/exercises/ex09.
 import numpy as np
 
 from grading import answers, check, check_close
-from minilora import quantize
+from minilora.variants import quantize
 
 ex = answers("09")
 

@@ -8,7 +8,7 @@ is what you observe, in ``lessons/solutions/09_variants.py``.)
 """
 import numpy as np  # noqa: F401 (you will need these)
 
-from minilora import quantize  # noqa: F401
+from minilora.variants import quantize  # noqa: F401
 
 
 def fp4_values():

@@ -16,10 +16,11 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ex09 import fp4_values, nf4_tradeoff  # this folder's ex09.py
-from minilora import quantize, tasks
+from minilora import tasks
+from minilora.variants import quantize
 from minilora.experiments.config import FULL, QUICK
 from minilora.experiments.pretrain import load_or_pretrain
-from minilora.linear4bit import BitsAndBytesConfig, quantize_model
+from minilora.variants.linear4bit import BitsAndBytesConfig, quantize_model
 from minilora.lora import LoraConfig, get_lora_model
 from minilora.tensor import no_grad
 

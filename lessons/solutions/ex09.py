@@ -4,7 +4,7 @@
 """
 import numpy as np
 
-from minilora import quantize
+from minilora.variants import quantize
 
 
 def fp4_values():

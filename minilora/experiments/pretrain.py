@@ -21,6 +21,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import fast
 from ..fileio import atomic_write
 from ..model import GPTConfig
 from .. import tasks
@@ -62,6 +63,7 @@ def cache_dir(path: str | os.PathLike | None = None) -> Path:
     return (root if (root / "pyproject.toml").exists() else Path.cwd()) / ".minilora-cache"
 
 
+@fast.enabled()  # the experiments' numbers are the fast path's, whoever calls
 def pretrain(config: PretrainConfig, progress: bool = False):
     """Train a fresh GPT on ``config.task``; returns ``(model, info)`` (info: losses, accuracy)."""
     from ..model import GPT

@@ -23,7 +23,7 @@ def _relative_error(matrices: list, quant_type: str, double_quant: bool, blocksi
     """‖W − Ŵ‖_F / ‖W‖_F over all matrices together (each quantized on its own)."""
     from .. import backend
     from ..backend import xp
-    from ..quantize import dequantize_4bit, quantize_4bit
+    from ..variants.quantize import dequantize_4bit, quantize_4bit
 
     err = norm = 0.0
     for W in matrices:
@@ -46,7 +46,7 @@ def pretrained_weights(base: PretrainConfig, cache: str | None = None) -> dict:
 def bits_table(shape=(1024, 1024), blocksize: int = 64) -> list[dict]:
     """Bits per parameter of a ``shape`` weight for each code book, with and without DQ."""
     from .. import backend
-    from ..quantize import bits_per_parameter, quantize_4bit
+    from ..variants.quantize import bits_per_parameter, quantize_4bit
 
     W = backend.Generator(0).normal(shape)
     return [{"quant_type": q, "double_quant": dq,
@@ -63,7 +63,7 @@ def error_table(named: dict[str, list], blocksize: int = 64) -> list[dict]:
 
 def blocksize_table(W, blocksizes=(16, 32, 64, 128, 256, 1024)) -> list[dict]:
     """Error and bits per parameter (with double quantization) against the block size."""
-    from ..quantize import bits_per_parameter, quantize_4bit
+    from ..variants.quantize import bits_per_parameter, quantize_4bit
 
     return [{"quant_type": q, "blocksize": b, "relative_error": _relative_error([W], q, True, b),
              "bits_per_parameter": bits_per_parameter(*quantize_4bit(W, b, True, q))}
@@ -72,7 +72,7 @@ def blocksize_table(W, blocksizes=(16, 32, 64, 128, 256, 1024)) -> list[dict]:
 
 def memory_table(base: PretrainConfig, cache: str | None = None, r: int = 8) -> list[dict]:
     """Stored weight bytes of the pre-trained GPT with LoRA (r on q, v) and as QLoRA."""
-    from ..linear4bit import BitsAndBytesConfig, quantize_model, weight_bytes
+    from ..variants.linear4bit import BitsAndBytesConfig, quantize_model, weight_bytes
     from ..lora import LoraConfig, get_lora_model
     from .pretrain import load_or_pretrain
 

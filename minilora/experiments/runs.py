@@ -23,6 +23,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
+from .. import fast
 from .pretrain import PretrainConfig
 
 ALL_LINEAR = ("all-linear",)
@@ -80,6 +81,7 @@ def _base_model(config: PretrainConfig, cache: str | None):
     return model
 
 
+@fast.enabled()  # the experiments' numbers are the fast path's, whoever calls
 def run_one(spec: RunSpec, cache: str | None = None) -> dict:
     """Fine-tune (or just evaluate) as ``spec`` says; returns plain data (NumPy arrays inside).
 
@@ -119,8 +121,7 @@ def run_one(spec: RunSpec, cache: str | None = None) -> dict:
     elif spec.method != "base":
         raise ValueError(f"unknown method {spec.method!r}: expected 'lora', 'full' or 'base'")
     final = evaluate(model, eval_batches)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) \
-        if spec.method != "base" else 0
+    trainable = model.num_parameters(only_trainable=True) if spec.method != "base" else 0
     return {"key": spec.key(), "accuracy": final["accuracy"], "loss": final["loss"],
             "trainable": trainable,
             "train_loss": history.loss if history else [],

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 
+from .. import fast
 from .pretrain import PretrainConfig
 
 
@@ -54,13 +55,14 @@ def baseline(quick: bool = False, **changes) -> VariantSpec:
     return replace(base, **changes)
 
 
+@fast.enabled()  # the experiments' numbers are the fast path's, whoever calls
 def run_variant(spec: VariantSpec, base: PretrainConfig | None = None,
                 cache: str | None = None) -> dict:
     """Fine-tune the pre-trained GPT as ``spec`` says; returns plain data."""
     from .. import tasks
-    from ..linear4bit import BitsAndBytesConfig, quantize_model, weight_bytes
+    from ..variants.linear4bit import BitsAndBytesConfig, quantize_model, weight_bytes
     from ..lora import LoraConfig, get_lora_model
-    from ..loraplus import loraplus_param_groups
+    from ..variants.loraplus import loraplus_param_groups
     from ..optim import AdamW, get_cosine_schedule_with_warmup
     from ..train import evaluate, train
     from .runs import _base_model
@@ -87,7 +89,7 @@ def run_variant(spec: VariantSpec, base: PretrainConfig | None = None,
     return {"spec": asdict(spec), "base_accuracy": before["accuracy"],
             "accuracy": final["accuracy"], "loss": final["loss"], "train_loss": history.loss,
             "curve": history.evals, "weight_bytes": weight_bytes(lm),
-            "trainable": sum(p.numel() for p in lm.parameters() if p.requires_grad),
+            "trainable": lm.num_parameters(only_trainable=True),
             "seconds": time.perf_counter() - start}
 
 

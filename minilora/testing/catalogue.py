@@ -109,8 +109,8 @@ def render(preamble: str, laws: list[Law], others: list[str]) -> str:
     out += [f"## Drawn tests that are not laws ({len(others)})", "",
             "Tests with drawn inputs whose subject is the API rather than the math: how bad "
             "input is refused, that a failed call changes nothing, bookkeeping of adapters "
-            "(see the rule above). tests/test_parallel.py and tests/test_fused_lora.py, the "
-            "fast path's equal-to-the-reference contracts, are listed here too.", ""]
+            "(see the rule above). The fast path's contracts (tests/test_fast.py, "
+            "tests/test_fast_threads.py, tests/test_fused_lora.py: marker fast) are listed here too.", ""]
     out += [f"- `{w}`" for w in others]
     return "\n".join(out) + "\n"
 

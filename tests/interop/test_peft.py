@@ -1,6 +1,6 @@
 """Adapters against PEFT itself: minilora saves, PEFT loads into a PyTorch twin, and back.
 
-The twin (minilora.bench_torch) has minilora's module names and takes its weights, so the same
+The twin (minilora.bench.torch_twin) has minilora's module names and takes its weights, so the same
 adapter must give the same logits on both sides (float32, to 1e-5). Needs the interop extra
 (``pip install -e ".[interop]"``: torch and peft); without it these tests are skipped.
 """
@@ -16,7 +16,7 @@ peft = pytest.importorskip("peft", reason="PEFT round trips need the interop ext
                                           "pip install -e '.[interop]'")
 
 from minilora.adapters import load_adapter, save_adapter  # noqa: E402
-from minilora.bench_torch import build  # noqa: E402
+from minilora.bench.torch_twin import build  # noqa: E402
 from minilora.lora import LoraConfig, get_lora_model  # noqa: E402
 from minilora.model import GPT, GPTConfig  # noqa: E402
 

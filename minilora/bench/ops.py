@@ -15,10 +15,11 @@ from __future__ import annotations
 import statistics
 import time
 
-from . import backend, functional as F, parallel
-from .backend import Generator, synchronize, to_numpy, xp
-from .model import GPTConfig
-from .tensor import Tensor
+from .. import backend, functional as F
+from ..backend import Generator, synchronize, to_numpy, xp
+from ..fast import threads
+from ..model import GPTConfig
+from ..tensor import Tensor
 
 GEMM_SIZES = ((512, 512, 512), (1024, 1024, 1024),  # the medium config's Linears' products:
               (2048, 256, 256), (2048, 256, 1024), (2048, 1024, 256))  # q/k/v/o, up, down
@@ -62,7 +63,7 @@ def time_side_by_side(cases: dict, repeats: int, min_sample_s: float) -> dict:
 
 def gemm_peak(sizes, repeats: int, min_sample_s: float, torch=None) -> dict:
     """float32 ``(m, k) @ (k, n)`` GFLOP/s through the backend's own threads (the peak), through
-    the engine's shared products (:func:`minilora.parallel.matmul`), on one thread (the BLAS's
+    the engine's shared products (:func:`minilora.threads.matmul`), on one thread (the BLAS's
     kernel alone, no threads to share among), and each in PyTorch if given.
 
     The one-thread rates tell the kernels apart: NumPy's OpenBLAS and PyTorch's MKL (on x86)
@@ -75,7 +76,7 @@ def gemm_peak(sizes, repeats: int, min_sample_s: float, torch=None) -> dict:
         key = f"{m}x{k}x{n}"
         flops[key] = 2 * m * k * n
         cases[key] = lambda a=a, b=b: xp.matmul(a, b)
-        cases["engine " + key] = lambda a=a, b=b: parallel.matmul(a, b)
+        cases["engine " + key] = lambda a=a, b=b: threads.matmul(a, b)
         if backend.is_numpy():
             cases["1 thread " + key] = lambda a=a, b=b: _one_thread_matmul(a, b)
         if torch is not None:
@@ -99,7 +100,7 @@ def gemm_peak(sizes, repeats: int, min_sample_s: float, torch=None) -> dict:
 
 
 def _one_thread_matmul(a, b):
-    with parallel.one_blas_thread():
+    with threads.one_blas_thread():
         return xp.matmul(a, b)
 
 
@@ -116,10 +117,10 @@ def handoff_seconds(repeats: int, min_sample_s: float) -> float | None:
     """Median seconds of a region with no work in it: the caller hands a share to the other
     threads and waits for them to finish it, which is all that sharing work costs beyond the
     work (None with one thread). A training step at the medium config has ~125 regions."""
-    if parallel.num_threads() == 1 or not backend.is_numpy():
+    if threads.num_threads() == 1 or not backend.is_numpy():
         return None
-    empty = [0] * parallel.num_threads()
-    return time_side_by_side({"handoff": lambda: parallel.map(_nothing, empty)}, repeats,
+    empty = [0] * threads.num_threads()
+    return time_side_by_side({"handoff": lambda: threads.share(_nothing, empty)}, repeats,
                              min_sample_s)["handoff"]
 
 

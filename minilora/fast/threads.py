@@ -1,24 +1,17 @@
-"""Every core for every kind of work: one set of threads, as in PyTorch.
+"""One set of threads for the fast path's CPU work, as in PyTorch.
 
 NumPy runs a big matrix product on all cores (OpenBLAS has its own threads) but an element-wise
-operation (exp, tanh, +, *) on one, and attention's many small per-head products hardly better.
-In a training step at d_model 256 that one-core work (attention, GELU, layer norm) is a third
-of the time. So the fused ops in ``functional`` cut their rows into blocks and share the blocks
-among a few threads; NumPy lets go of the GIL inside its loops, so the blocks really run at
-once. The Linear layers' products are shared the same way (:func:`matmul`), with the BLAS held
-to one thread: OpenBLAS's own threads spin for ~0.1 s after each product, on the very cores the
-element-wise work that follows needs (measured while building this: with the products left to
-OpenBLAS's threads, a training step at d_model 256 ran 20% faster once
-OPENBLAS_THREAD_TIMEOUT=4 put those threads to sleep at once). PyTorch, too, runs its products
-and its loops on one pool of threads.
+operation (exp, tanh, +, *) on one. So the fast kernels cut their rows into blocks
+(:func:`blocks`) and share the blocks among a few threads (:func:`share`); NumPy lets go of the
+GIL inside its loops, so the blocks really run at once. Products are shared the same way
+(:func:`matmul`), with the BLAS held to one thread, so that OpenBLAS's own threads do not spin
+on the cores the element-wise work needs (docs/fast.md has the measurements).
 
-Same numbers: the element-wise ops' blocks are computed by exactly the operations the whole
-array's would be, no output element depends on another row (sums across rows stay outside the
-blocks, or are cut where the BLAS's row sums stay the same), and the BLAS runs on one thread
-inside, so their results are bit for bit those of one thread (tests/test_parallel.py checks it
-for every such op). A shared matrix product is the exception, exactly as with any threaded BLAS
-(see :func:`matmul`): runs that must agree to the last bit use the same thread count, and the
-experiments use one.
+Same numbers: a block is computed by exactly the operations the whole array's would be, no
+output element depends on another row, and the BLAS runs on one thread inside, so the results
+are bit for bit those of one thread (tests/test_fast.py). A shared matrix product is the
+exception, as with any threaded BLAS (see :func:`matmul`): runs that must agree to the last bit
+use the same thread count, and the experiments use one.
 """
 from __future__ import annotations
 
@@ -27,19 +20,16 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from . import backend
-from .backend import xp
+from .. import backend
+from ..backend import xp
 
-BLOCK = 1 << 18  # elements per block: a block's temporaries stay in the core's cache (GELU's
-# forward and backward at d_model 256 on two threads: 3.2 ms in blocks of this size, 3.7 ms in
-# halves; a quarter or four times this size is slower in a training step)
+BLOCK = 1 << 18  # elements per block: a block's temporaries stay in the core's cache
 MIN_WORK = 1 << 23  # multiply-adds (or element operations) per thread, and per piece of a
-# shared product: less does not pay for handing work to a thread and waiting for it (~70 µs on
-# one machine, ~140 µs on another), and OpenBLAS's kernels for small matrices would sum in
-# another order
+# shared product: less does not pay for handing work to a thread and waiting for it, and
+# OpenBLAS's kernels for small matrices would sum in another order
 
 PIECES = 4  # a shared product is cut into this many pieces per thread, each taken by the next
-# free thread (see map): late or slow threads take fewer
+# free thread (see share): late or slow threads take fewer
 
 _num_threads: int | None = None  # None: as many as the BLAS would use, read on first use
 _pool: ThreadPoolExecutor | None = None
@@ -82,16 +72,14 @@ def blocks(n_rows: int, row_size: int, align: int = 1) -> list[tuple]:
     return [(slice(lo, hi), ...) for lo, hi in zip(bounds, bounds[1:])]
 
 
-def map(fn, items: list, *per_item) -> list:
+def share(fn, items: list, *per_item) -> list:
     """``[fn(items[i], *(p[i] for p in per_item)) for i ...]``, the items (row blocks, say)
     shared among the threads; the BLAS runs on one thread meanwhile.
 
     Each thread, the caller's among them, takes the next item not yet taken until none is
     left (OpenMP's dynamic schedule). So a thread that wakes late, or a core that a noisy
-    neighbour slows down, simply does fewer items, instead of everyone waiting for it (on one
-    2-core VM a sleeping thread took ~140 µs to wake, and a one-thread product took 7.1 ms at
-    best, 10.7 ms in the median). After an item fails no thread takes another; the error is
-    raised once every thread has stopped.
+    neighbour slows down, simply does fewer items, instead of everyone waiting for it. After an
+    item fails no thread takes another; the error is raised once every thread has stopped.
     """
     if len(items) == 1:  # the common case at small sizes: no thread, no lists
         with _one_blas_thread:
@@ -157,19 +145,19 @@ def matmul(a, b, bias=None):
             out[:, c] += bias[c]
 
     cut = [0] + [big * i // k // 64 * 64 for i in range(1, k)] + [big]
-    map(rows if M >= N else columns, [slice(lo, hi) for lo, hi in zip(cut, cut[1:])])
+    share(rows if M >= N else columns, [slice(lo, hi) for lo, hi in zip(cut, cut[1:])])
     return out
 
 
 def run(*jobs, work: int) -> list:
     """``[job() for job in jobs]`` for independent jobs, such as a Linear layer's dW, dX and
-    db: side by side, each thread taking the next job not yet taken (see :func:`map`), if their
+    db: side by side, each thread taking the next job not yet taken (see :func:`share`), if their
     ``work`` (multiply-adds, say) in all is worth it; else one after another. Put the longest
     job first: the caller's thread takes it, as it starts before the others' threads wake."""
     if work < 2 * MIN_WORK:
         with _one_blas_thread:
             return [job() for job in jobs]
-    return map(lambda job: job(), list(jobs))
+    return share(lambda job: job(), list(jobs))
 
 
 class Output:
@@ -258,5 +246,5 @@ def one_blas_thread() -> _OneBlasThread:
     return _one_blas_thread
 
 
-__all__ = ["num_threads", "set_num_threads", "blocks", "map", "run", "matmul", "Output",
+__all__ = ["num_threads", "set_num_threads", "blocks", "share", "run", "matmul", "Output",
            "one_blas_thread"]

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 
-class LoraLinear(nn.Module):
+class TorchLoraLinear(nn.Module):
     """y = W0 x + b + scaling · B (A x), with W0 and b frozen (Hu et al. 2021, eq. 3)."""
 
     def __init__(self, base: nn.Linear, r: int, lora_alpha: float):
@@ -34,7 +34,7 @@ class LoraLinear(nn.Module):
         return self.base
 
 
-class Attention(nn.Module):
+class TorchAttention(nn.Module):
     def __init__(self, d: int, n_head: int):
         super().__init__()
         self.n_head = n_head
@@ -48,7 +48,7 @@ class Attention(nn.Module):
         return self.o_proj(y.transpose(1, 2).reshape(B, T, C))
 
 
-class MLP(nn.Module):
+class TorchMLP(nn.Module):
     def __init__(self, d: int, mlp_ratio: int):
         super().__init__()
         self.up_proj, self.down_proj = nn.Linear(d, mlp_ratio * d), nn.Linear(mlp_ratio * d, d)
@@ -57,24 +57,24 @@ class MLP(nn.Module):
         return self.down_proj(F.gelu(self.up_proj(x), approximate="tanh"))
 
 
-class Block(nn.Module):
+class TorchBlock(nn.Module):
     def __init__(self, d: int, n_head: int, mlp_ratio: int):
         super().__init__()
         self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = Attention(d, n_head)
-        self.mlp = MLP(d, mlp_ratio)  # minilora's module path, so state dicts (and PEFT's keys) match
+        self.attn = TorchAttention(d, n_head)
+        self.mlp = TorchMLP(d, mlp_ratio)  # minilora's module path, so state dicts (and PEFT's keys) match
 
     def forward(self, x):
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
 
-class GPT(nn.Module):
+class TorchGPT(nn.Module):
     def __init__(self, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int,
                  mlp_ratio: int = 4):
         super().__init__()
         self.wte, self.wpe = nn.Embedding(vocab_size, n_embd), nn.Embedding(block_size, n_embd)
-        self.layers = nn.ModuleList(Block(n_embd, n_head, mlp_ratio) for _ in range(n_layer))
+        self.layers = nn.ModuleList(TorchBlock(n_embd, n_head, mlp_ratio) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(n_embd)
         self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
 
@@ -86,13 +86,13 @@ class GPT(nn.Module):
 
 
 def build(cfg, lora_r: int = 0, lora_alpha: float = 8, target_modules=("q_proj", "v_proj"),
-          merged: bool = False) -> GPT:
+          merged: bool = False) -> TorchGPT:
     """A torch GPT for a minilora ``GPTConfig``; with ``lora_r`` > 0 only the adapters train."""
-    model = GPT(cfg.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.mlp_ratio)
+    model = TorchGPT(cfg.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.mlp_ratio)
     if lora_r:
         model.requires_grad_(False)
         for block in model.layers:
             for name in target_modules:
-                lora = LoraLinear(getattr(block.attn, name), lora_r, lora_alpha)
+                lora = TorchLoraLinear(getattr(block.attn, name), lora_r, lora_alpha)
                 setattr(block.attn, name, lora.merged() if merged else lora)
     return model

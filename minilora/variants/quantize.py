@@ -22,8 +22,8 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from . import backend
-from .backend import xp
+from .. import backend
+from ..backend import xp
 
 QUANT_TYPES = ("nf4", "fp4", "int4")
 DQ_BLOCKSIZE = 256  # double quantization: absmax constants per second-level block

@@ -19,10 +19,12 @@ the memory of that backward: same forward, a different (approximate) gradient.
 """
 from __future__ import annotations
 
-from . import backend
-from .backend import xp
-from .nn import Linear, Module, Parameter
-from .tensor import Tensor, no_grad
+from .. import backend
+from .. import functional as F
+from ..backend import xp
+from ..lora_layer import VARIANTS, LoraLinear, LoraVariant
+from ..nn import Linear, Module, Parameter
+from ..tensor import Tensor, no_grad
 
 
 class DoraLinearLayer(Module):
@@ -66,3 +68,42 @@ class DoraLinearLayer(Module):
     def unmerged_weight(self, W, delta, norm):
         """The inverse of :meth:`merged_weight`: W · ‖·‖/m − ΔW."""
         return W * (norm / self.weight.data)[:, None] - delta
+
+
+class DoraVariant(LoraVariant):
+    """DoRA through the LoRA layer's hooks: a magnitude m per adapter in the layer's
+    ``lora_magnitude_vector`` (PEFT's name), a forward that rescales, an exact merge."""
+
+    def __init__(self):
+        self.norm = None  # ‖W + ΔW‖_row used by the merge, which the unmerge divides back
+
+    def init(self, layer: LoraLinear, name: str) -> None:
+        magnitude = DoraLinearLayer(layer.out_features, backend.dtype_name(
+            layer.base_layer.weight.dtype))
+        magnitude.update_layer(layer.base_layer, layer.lora_A[name], layer.lora_B[name],
+                               layer.scaling[name])
+        layer.lora_magnitude_vector[name] = magnitude
+
+    def forward(self, layer: LoraLinear, name: str, x: Tensor, result: Tensor) -> Tensor:
+        x_in = layer.lora_dropout[name](x)  # x itself when dropout is off
+        first = [n for n in layer.active_adapters if n not in layer.merged_adapters][0] == name
+        bias = layer.base_layer.bias
+        if x_in is x and first:  # result is still base_layer(x) = W0 x + b: W0 x is in it
+            W0x = result if bias is None else result - bias
+        else:
+            W0x = F.linear(x_in, layer.base_layer.weight)
+        return result + layer.lora_magnitude_vector[name](
+            x_in, lora_A=layer.lora_A[name], lora_B=layer.lora_B[name],
+            scaling=layer.scaling[name], base_layer=layer.base_layer, base_result=W0x)
+
+    def merged_weight(self, layer: LoraLinear, name: str, W):
+        """W ← m ⊙ (W + ΔW) / ‖W + ΔW‖_row."""
+        W, self.norm = layer.lora_magnitude_vector[name].merged_weight(W, layer.delta_weight(name))
+        return W
+
+    def unmerged_weight(self, layer: LoraLinear, name: str, W):
+        return layer.lora_magnitude_vector[name].unmerged_weight(W, layer.delta_weight(name),
+                                                                 self.norm)
+
+
+VARIANTS["use_dora"] = DoraVariant

@@ -13,19 +13,21 @@ full-precision W. Reading ``.data`` dequantizes (``quantize.dequantize_4bit``); 
 reads it once in forward (y = x Wᵀ) and once more in backward (dx = g W), so no float copy of
 W outlives the operation: that is QLoRA's memory saving. Assigning ``.data`` quantizes what is
 assigned, as assigning a float64 array to a float32 one rounds it: a merge into a 4-bit base
-therefore re-rounds W0 + ΔW (``LoraLinear.merge`` warns when it does).
+therefore re-rounds W0 + ΔW, and says so with a warning.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
-from . import backend
-from . import functional as F
-from .backend import xp
-from .nn import Linear, Module, Parameter
+from .. import backend
+from .. import functional as F
+from ..backend import xp
+from ..lora_layer import LoraLinear, matches_target
+from ..nn import Linear, Module, Parameter
 from .quantize import QUANT_TYPES, bits_per_parameter, dequantize_4bit, quantize_4bit, \
     storage_bytes
-from .tensor import Tensor
+from ..tensor import Tensor
 
 
 class Params4bit(Parameter):
@@ -62,6 +64,13 @@ class Params4bit(Parameter):
                 # the compute dtype, so a cast never re-rounds the constants.
                 self.quant_state.dtype = W.dtype
                 return
+            # A 4-bit weight can only hold 4-bit values (as PEFT's bitsandbytes layers): say
+            # so, rather than let exactness be assumed after a merge or unmerge
+            warnings.warn("assigning to a 4-bit weight (a merge() or unmerge() into a 4-bit "
+                          "base layer, say) re-quantizes it: the result differs from the exact "
+                          "one by the 4-bit rounding error (up to half a code gap times each "
+                          "block's absmax), and unmerge() cannot restore the original codes "
+                          "exactly", UserWarning, stacklevel=4)
         self.packed, self.quant_state = quantize_4bit(W, self.blocksize, self.compress_statistics,
                                                       self.quant_type)
 
@@ -147,8 +156,6 @@ def quantize_model(model: Module, config: BitsAndBytesConfig) -> Module:
     Quantize the plain base model, then add LoRA: a model that already carries adapters is
     refused (their merged or residual weights would be rounded without notice).
     """
-    from .lora_layer import LoraLinear
-
     if not config.load_in_4bit:
         raise ValueError("quantize_model: only 4-bit storage is implemented; pass "
                          "BitsAndBytesConfig(load_in_4bit=True, ...)")
@@ -157,7 +164,7 @@ def quantize_model(model: Module, config: BitsAndBytesConfig) -> Module:
                          "model first, then call get_lora_model (as QLoRA does)")
     targets = [path for path, m in model.named_modules()
                if path and isinstance(m, Linear) and not isinstance(m, Linear4bit)
-               and path.split(".")[-1] not in config.llm_int8_skip_modules]
+               and not matches_target(path, config.llm_int8_skip_modules)]
     for path in targets:
         head, _, leaf = path.rpartition(".")
         parent = model.get_submodule(head)

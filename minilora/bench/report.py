@@ -45,7 +45,8 @@ def format_table(result: dict) -> str:
                      f"{1e6 * result['handoff_s']:.0f} µs")
     lines += ["", "training step (fwd + CE + bwd + AdamW)",
               f"  {'config':<8}{'mode':<6}{'step ms':>9}{'tok/s':>10}{'GFLOP':>8}{'GFLOP/s':>9}"
-              f"{'%peak':>7}" + (f"{'torch ms':>10}{'/torch':>8}" if has_torch else "")]
+              f"{'%peak':>7}{'ref. ms':>9}{'ref/fast':>9}"
+              + (f"{'torch ms':>10}{'/torch':>8}" if has_torch else "")]
     for name, cfg in result["configs"].items():
         train = cfg["train"]
         for mode in ("full", "lora"):
@@ -55,6 +56,7 @@ def format_table(result: dict) -> str:
             lines.append(f"  {name:<8}{mode:<6}{1e3 * r['step_s']:9.2f}{r['tokens_per_s']:10.0f}"
                          f"{r['matmul_gflop']:8.2f}{r['gflops']:9.1f}"
                          f"{100 * r['peak_fraction']:6.1f}%"
+                         f"{1e3 * r['reference_step_s']:9.2f}{r['reference_over_fast']:9.2f}"
                          + (f"{1e3 * r['torch_step_s']:10.2f}{r['over_torch']:8.2f}"
                             if has_torch else ""))
         if "lora_over_full" in train:
@@ -104,6 +106,38 @@ def format_table(result: dict) -> str:
                              f" {_mib(m['step_peak'])} {_mib(m['total_peak'])}")
         if "lora_over_full" in mem:
             lines.append(f"  {name:<8}lora/full total peak {mem['lora_over_full']:.3f}")
+    return "\n".join(lines)
+
+
+def markdown_table(result: dict, config: str = "medium") -> str:
+    """The README's table for one config: fast path, reference and PyTorch, side by side."""
+    train, infer = result["configs"][config]["train"], result["configs"][config]["infer"]
+    memory = result["configs"][config]["memory"]
+    has_torch = "torch_step_s" in train["full"]
+
+    def ms(seconds: float) -> str:
+        return f"{1e3 * seconds:.0f} ms"
+
+    def row(label: str, *cells: str) -> str:
+        return f"| {label} | " + " | ".join(cells[:3 if has_torch else 2]) + " |"
+
+    lines = [row("", "fast path (on)", "reference (off)", f"PyTorch {result['env'].get('torch')}"),
+             row("---", "---", "---", "---")]
+    has_reference = "reference_step_s" in train["full"]  # runs before the column lack it
+    for mode, label in (("full", "full fine-tuning step"), ("lora", "LoRA step")):
+        r = train[mode]
+        lines.append(row(label, f"{ms(r['step_s'])} ({r['gflops']:.0f} GFLOP/s)",
+                         f"{ms(r['reference_step_s'])} ({r['reference_over_fast']:.2f} × fast)"
+                         if has_reference else "not in this run",
+                         f"{ms(r.get('torch_step_s', 0))} (fast: {r.get('over_torch', 0):.2f} ×)"))
+    lines.append(row("LoRA / full", f"{train['lora_over_full']:.3f} (matrix-product FLOPs "
+                                    f"{train['flops_lora_over_full']:.3f})",
+                     f"{train['lora']['reference_step_s'] / train['full']['reference_step_s']:.3f}"
+                     if has_reference else "",
+                     f"{train.get('torch_lora_over_full', 0):.3f}"))
+    lines.append(row("inference merged / unmerged / base", f"{infer['merged_over_base']:.3f} / "
+                     f"{infer['unmerged_over_base']:.3f} / 1", "", ""))
+    lines.append(row("step peak memory, LoRA / full", f"{memory['lora_over_full']:.3f}", "", ""))
     return "\n".join(lines)
 
 

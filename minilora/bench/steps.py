@@ -4,13 +4,13 @@ A GPT training step is mostly matrix products, so the physical limit is the BLAS
 rate. The bench measures, side by side in one process and as medians over interleaved repeats:
 
 * the GEMM peak through the backend (GFLOP/s at a few sizes), and what handing work to the
-  engine's threads costs (:mod:`minilora.bench_ops`);
+  engine's threads costs (:mod:`minilora.bench.ops`);
 * a training step (forward, cross-entropy, backward, AdamW), full fine-tuning and LoRA (r = 8 on
   q_proj, v_proj): step time, tokens/s, achieved GFLOP/s from :func:`matmul_flops`, and the
-  fraction of the GEMM peak that is;
+  fraction of the GEMM peak that is; the same step on the reference ops (the fast path off);
 * inference: base vs LoRA unmerged vs LoRA merged (Section 4.2: merging adds no latency);
 * where the full step's time goes: each op forward and backward, times its count per step
-  (:mod:`minilora.bench_ops`);
+  (:mod:`minilora.bench.ops`);
 * memory of one training step (tracemalloc sees NumPy's allocations), with its parts;
 * if PyTorch is installed, the identical model in PyTorch eager with the same thread count.
 
@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import os
 import platform
-import tracemalloc
 
-from . import functional as F, parallel
-from .backend import Generator, to_numpy, xp
-from .bench_ops import (GEMM_SIZES, QUICK_GEMM_SIZES, bench_ops, gemm_peak, handoff_seconds,
-                        time_side_by_side)
-from .model import GPT, GPTConfig
-from .optim import AdamW
-from .tensor import no_grad
+from .. import fast, functional as F
+from ..accounting import measure_training_memory
+from ..backend import Generator, to_numpy, xp
+from ..fast import threads
+from ..model import GPT, GPTConfig
+from ..optim import AdamW
+from ..tensor import no_grad
+from .ops import (GEMM_SIZES, QUICK_GEMM_SIZES, bench_ops, gemm_peak, handoff_seconds,
+                  time_side_by_side)
 
 LORA = dict(r=8, lora_alpha=8, target_modules=("q_proj", "v_proj"))  # W_q, W_v as in Section 7.1
 
@@ -82,14 +83,10 @@ def matmul_flops(cfg: GPTConfig, batch: int, seq: int, lora_r: int = 0,
     return flops
 
 
-def _nbytes(a) -> int:
-    return int(a.size) * a.dtype.itemsize
-
-
 # -- the models under test --------------------------------------------------------------------
 def _lora_api():
     try:
-        from .lora import LoraConfig, get_lora_model
+        from ..lora import LoraConfig, get_lora_model
     except ImportError:
         return None
     return LoraConfig, get_lora_model
@@ -115,6 +112,12 @@ def _minilora_step(model, opt, x, y):
     opt.step()
 
 
+def _reference_step(model, opt, x, y):
+    """The same step on the reference ops: the fast path switched off for it."""
+    with fast.enabled(False):
+        _minilora_step(model, opt, x, y)
+
+
 def _torch_step(torch, model, opt, x, y):
     logits = model(x)
     loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1))
@@ -124,34 +127,24 @@ def _torch_step(torch, model, opt, x, y):
 
 
 def training_memory(model, x, y) -> dict:
-    """Bytes of one training step, with its parts; parameters and optimizer state exist before.
-
-    ``activations``: what the graph holds after the forward pass; ``step_peak``: the most the
-    step allocated at once (activations, gradients and temporaries; tracemalloc's peak).
-    """
+    """Bytes of one training step, with its parts (:func:`minilora.accounting.measure_training_memory`,
+    after a first step has allocated the optimizer state): ``total_peak`` adds the parameters
+    and optimizer state, which exist before the step, to the step's own peak."""
     opt = AdamW(model.parameters(), lr=1e-3)
     _minilora_step(model, opt, x, y)  # allocates the optimizer state
-    opt.zero_grad()
-    params = sum(_nbytes(p.data) for p in model.parameters())
-    tracemalloc.start()
-    try:
-        loss = F.cross_entropy(model(x), y)
-        activations = tracemalloc.get_traced_memory()[0]
-        loss.backward()
-        grads = sum(_nbytes(p.grad) for p in model.parameters() if p.grad is not None)
-        opt.step()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    states = opt.state_bytes()
-    return {"parameters": params, "gradients": grads, "optimizer_states": states,
-            "activations": activations, "step_peak": peak, "total_peak": params + states + peak}
+    m = measure_training_memory(model, opt, x, y, loss_fn=lambda model, x, y:
+                                F.cross_entropy(model(x), y))
+    return {"parameters": m["parameters"], "gradients": m["gradients"],
+            "optimizer_states": m["optimizer_state"], "activations": m["activations"],
+            "step_peak": m["peak_step"],
+            "total_peak": m["parameters"] + m["optimizer_state"] + m["peak_step"]}
 
 
 def _same_model(mine, theirs, mode: str) -> None:
     """The PyTorch twin must have the very parameter counts of the minilora model."""
-    counts = [(sum(p.numel() for p in m.parameters() if p.requires_grad),
-               sum(p.numel() for p in m.parameters())) for m in (mine, theirs)]
+    counts = [(mine.num_parameters(only_trainable=True), mine.num_parameters()),
+              (sum(p.numel() for p in theirs.parameters() if p.requires_grad),
+               sum(p.numel() for p in theirs.parameters()))]
     if counts[0] != counts[1]:
         raise RuntimeError(f"bench: the PyTorch twin is not the same model ({mode}: "
                            f"(trainable, all) = {counts[0]} vs {counts[1]})")
@@ -164,11 +157,12 @@ def _step_cases(cfg: GPTConfig, x, y, modes, torch=None) -> tuple[dict, dict]:
     for mode, model in models.items():
         opt = AdamW(model.parameters(), lr=1e-3)
         cases[mode] = lambda m=model, o=opt: _minilora_step(m, o, x, y)
+        cases["reference " + mode] = lambda m=model, o=opt: _reference_step(m, o, x, y)
     if torch is not None:
-        from . import bench_torch
+        from . import torch_twin
         tx, ty = torch.from_numpy(to_numpy(x)), torch.from_numpy(to_numpy(y))
         for mode in modes:
-            tm = bench_torch.build(cfg, lora_r=LORA["r"] if mode == "lora" else 0)
+            tm = torch_twin.build(cfg, lora_r=LORA["r"] if mode == "lora" else 0)
             _same_model(models[mode], tm, mode)
             topt = torch.optim.AdamW([p for p in tm.parameters() if p.requires_grad], lr=1e-3)
             cases["torch " + mode] = lambda tm=tm, o=topt: _torch_step(torch, tm, o, tx, ty)
@@ -189,8 +183,9 @@ def bench_training(cfg: GPTConfig, x, steps: dict, models: dict, repeats: int,
         t = times[mode]
         row = {"step_s": t, "tokens_per_s": batch * seq / t, "matmul_gflop": flops / 1e9,
                "gflops": flops / t / 1e9,
-               "trainable_params": sum(p.numel() for p in models[mode].parameters()
-                                       if p.requires_grad)}
+               "trainable_params": models[mode].num_parameters(only_trainable=True),
+               "reference_step_s": times["reference " + mode],
+               "reference_over_fast": times["reference " + mode] / t}
         if has_torch:
             row["torch_step_s"] = times["torch " + mode]
             row["over_torch"] = t / times["torch " + mode]
@@ -216,7 +211,7 @@ def bench_inference(cfg: GPTConfig, x, modes, repeats: int, min_sample_s: float,
 
     cases = {mode: (lambda m=_minilora_model(cfg, mode).eval(): forward(m)) for mode in modes}
     if torch is not None:
-        from . import bench_torch
+        from . import torch_twin
         tx = torch.from_numpy(to_numpy(x))
 
         def torch_forward(model):
@@ -224,7 +219,7 @@ def bench_inference(cfg: GPTConfig, x, modes, repeats: int, min_sample_s: float,
                 model(tx)
 
         for mode in modes:
-            tm = bench_torch.build(cfg, lora_r=LORA["r"] if mode != "full" else 0,
+            tm = torch_twin.build(cfg, lora_r=LORA["r"] if mode != "full" else 0,
                                    merged=mode == "merged").eval()
             cases["torch " + mode] = lambda m=tm: torch_forward(m)
     times = time_side_by_side(cases, repeats, min_sample_s)
@@ -297,12 +292,12 @@ def environment() -> dict:
     """Versions, the BLAS library and kernel that runs, threads, and the OpenBLAS variables."""
     import numpy
 
-    from .backend import MALLOC_TUNED
+    from ..fast import allocator
     env = {"python": platform.python_version(), "machine": platform.machine(),
            "cpu": _cpu_model(), "cpuidle": _cpuidle(), "cpu_count": os.cpu_count(),
            "numpy": numpy.__version__,
            "backend": xp.name,
-           "malloc_keeps_freed_memory": MALLOC_TUNED,
+           "malloc_keeps_freed_memory": allocator.applied,
            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
            "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE")}
     from threadpoolctl import threadpool_info
@@ -310,7 +305,7 @@ def environment() -> dict:
     env["blas"] = [{k: info.get(k) for k in ("internal_api", "version", "architecture",
                                               "num_threads", "threading_layer")}
                    for info in threadpool_info() if info.get("user_api") == "blas"]
-    env["threads"] = parallel.num_threads()  # the engine's threads, products and loops alike
+    env["threads"] = threads.num_threads()  # the engine's threads, products and loops alike
     return env
 
 
@@ -323,7 +318,7 @@ def _import_torch(threads: int):
     return torch
 
 
-# -- the run (bench_report.py prints it and writes the file) --------------------------------
+# -- the run (report.py prints it and writes the file) --------------------------------
 def run_bench(configs=None, repeats: int = 7, quick: bool = False, use_torch: bool = True,
               log=print) -> dict:
     """Everything the bench measures, as one JSON-ready dict (``configs`` None: the defaults)."""

@@ -1,4 +1,4 @@
-"""``minilora.parallel``: sharing the work among threads changes no number.
+"""``minilora.fast.threads``: sharing the work among threads changes no number.
 
 The law: for every op that cuts its rows into blocks or shares its products among threads,
 the outputs and gradients are bit for bit the same for any block size and any thread count,
@@ -14,28 +14,31 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minilora.functional as F
-from minilora import Tensor, parallel
+from minilora import Tensor, fast
+from minilora.fast import threads
 from minilora.optim import AdamW
 
-from helpers import assert_close
+from minilora.testing import assert_close
 
-pytestmark = pytest.mark.autograd
+pytestmark = pytest.mark.fast
 
 
 @pytest.fixture(autouse=True)
-def restore_parallel_settings():
-    threads, block, work, pieces = (parallel.num_threads(), parallel.BLOCK, parallel.MIN_WORK,
-                                    parallel.PIECES)
-    yield
-    parallel.set_num_threads(threads)
-    parallel.BLOCK, parallel.MIN_WORK, parallel.PIECES = block, work, pieces
+def fast_path_with_its_settings_restored():
+    """Every test here runs the fast kernels; the thread settings are set back after it."""
+    n, block, work, pieces = (threads.num_threads(), threads.BLOCK, threads.MIN_WORK,
+                                    threads.PIECES)
+    with fast.enabled():
+        yield
+    threads.set_num_threads(n)
+    threads.BLOCK, threads.MIN_WORK, threads.PIECES = block, work, pieces
 
 
-def run_with(threads: int, block: int, fn):
-    """``fn()`` with ``threads`` threads, row blocks of ``block`` elements, and any work, however
+def run_with(n: int, block: int, fn):
+    """``fn()`` with ``n`` threads, row blocks of ``block`` elements, and any work, however
     small, shared (products are still cut only at multiples of 64 rows)."""
-    parallel.set_num_threads(threads)
-    parallel.BLOCK, parallel.MIN_WORK = block, 1
+    threads.set_num_threads(n)
+    threads.BLOCK, threads.MIN_WORK = block, 1
     return fn()
 
 
@@ -45,10 +48,10 @@ SETTINGS = [(1, 1 << 40), (1, 7), (2, 7), (3, 50), (2, 1 << 40)]  # whole arrays
 def assert_same_bits_everywhere(fn):
     """fn() -> list of arrays; equal bits under every thread count and block size."""
     reference = run_with(*SETTINGS[0], fn)
-    for threads, block in SETTINGS[1:]:
-        for want, got in zip(reference, run_with(threads, block, fn)):
+    for n, block in SETTINGS[1:]:
+        for want, got in zip(reference, run_with(n, block, fn)):
             assert want.dtype == got.dtype and want.shape == got.shape
-            assert np.array_equal(want, got), f"{threads} threads, blocks of {block} differ"
+            assert np.array_equal(want, got), f"{n} threads, blocks of {block} differ"
 
 
 def leaves(seed, dtype, *shapes):
@@ -133,45 +136,45 @@ def test_shared_products_are_the_whole_products_to_rounding(seed, dtype, M, N, K
     exact = a.astype(np.float64) @ b.astype(np.float64) + (c if bias else 0)
     tolerance = 1e-5 if dtype == "float32" else 1e-13
     scale = np.sqrt(K) * np.sqrt(M * N)  # the size of the rounding of M·N sums of K terms
-    for threads in (1, 2, 3):
-        got = run_with(threads, parallel.BLOCK, lambda: parallel.matmul(a, b, c))
+    for n in (1, 2, 3):
+        got = run_with(n, threads.BLOCK, lambda: threads.matmul(a, b, c))
         assert got.dtype == dtype and got.shape == (M, N)
         assert_close(got, exact, tolerance, scale)
-        assert np.array_equal(got, parallel.matmul(a, b, c))
-    ab, ba = run_with(2, parallel.BLOCK, lambda: parallel.run(lambda: a @ b, lambda: b.T @ a.T,
-                                                                   work=1 << 40))
+        assert np.array_equal(got, threads.matmul(a, b, c))
+    ab, ba = run_with(2, threads.BLOCK, lambda: threads.run(lambda: a @ b, lambda: b.T @ a.T,
+                                                            work=1 << 40))
     assert_close(ab, exact - (c if bias else 0), tolerance, scale)
     assert_close(ba.T, exact - (c if bias else 0), tolerance, scale)
 
 
 def test_a_big_product_is_shared_at_multiples_of_64(monkeypatch):
     calls = []
-    real = parallel.map
-    monkeypatch.setattr(parallel, "map", lambda fn, items: calls.append(items) or real(fn, items))
-    parallel.set_num_threads(3)
-    parallel.PIECES = 1
+    real = threads.share
+    monkeypatch.setattr(threads, "share", lambda fn, items: calls.append(items) or real(fn, items))
+    threads.set_num_threads(3)
+    threads.PIECES = 1
     a, b = np.ones((1000, 256), np.float32), np.ones((256, 300), np.float32)
-    assert np.array_equal(parallel.matmul(a, b), np.full((1000, 300), 256, np.float32))
+    assert np.array_equal(threads.matmul(a, b), np.full((1000, 300), 256, np.float32))
     assert calls == [[slice(0, 320), slice(320, 640), slice(640, 1000)]]
-    parallel.PIECES, parallel.MIN_WORK = 4, 1  # 12 pieces (taken by whichever thread is free)
-    assert np.array_equal(parallel.matmul(a, b), np.full((1000, 300), 256, np.float32))
+    threads.PIECES, threads.MIN_WORK = 4, 1  # 12 pieces (taken by whichever thread is free)
+    assert np.array_equal(threads.matmul(a, b), np.full((1000, 300), 256, np.float32))
     cuts = [piece.start for piece in calls[1]] + [1000]
     assert len(calls[1]) == 12 and [piece.stop for piece in calls[1]] == cuts[1:]
     assert cuts[0] == 0 and all(c % 64 == 0 and c < d for c, d in zip(cuts, cuts[1:]))
 
 
 def test_blocks_cover_the_rows_in_order():
-    parallel.BLOCK = 10
-    rows = parallel.blocks(7, 3)  # 21 elements in blocks of ~10: 2 blocks
+    threads.BLOCK = 10
+    rows = threads.blocks(7, 3)  # 21 elements in blocks of ~10: 2 blocks
     assert rows == [(slice(0, 3), ...), (slice(3, 7), ...)]
-    assert parallel.blocks(5, 100) == [(slice(i, i + 1), ...) for i in range(5)]  # never empty
-    assert parallel.blocks(200, 100, align=64) == [(slice(0, 64), ...), (slice(64, 128), ...),
+    assert threads.blocks(5, 100) == [(slice(i, i + 1), ...) for i in range(5)]  # never empty
+    assert threads.blocks(200, 100, align=64) == [(slice(0, 64), ...), (slice(64, 128), ...),
                                                    (slice(128, 200), ...)]
-    assert parallel.blocks(63, 100, align=64) == [(slice(0, 63), ...)]
+    assert threads.blocks(63, 100, align=64) == [(slice(0, 63), ...)]
 
 
-def test_map_waits_for_every_run_and_then_raises():
-    parallel.set_num_threads(3)
+def test_share_waits_for_every_run_and_then_raises():
+    threads.set_num_threads(3)
     done = []
 
     def work(i):
@@ -180,8 +183,8 @@ def test_map_waits_for_every_run_and_then_raises():
         done.append(i)
 
     with pytest.raises(RuntimeError, match="block 0 failed"):
-        parallel.map(work, list(range(6)))
-    # the caller takes item 0 and fails; the other threads stop taking items, and map returns
+        threads.share(work, list(range(6)))
+    # the caller takes item 0 and fails; the other threads stop taking items, and share returns
     # only once they have stopped: nothing runs after the error is raised
     finished = list(done)
     threading.Event().wait(0.05)
@@ -189,15 +192,15 @@ def test_map_waits_for_every_run_and_then_raises():
 
 
 def test_a_second_caller_thread_computes_the_same_inline():
-    parallel.set_num_threads(2)
+    threads.set_num_threads(2)
     x = np.random.default_rng(0).normal(size=(64, 33))
     want = F.gelu(Tensor(x)).data
     results = []
-    threads = [threading.Thread(target=lambda: results.append(F.gelu(Tensor(x)).data))
+    callers = [threading.Thread(target=lambda: results.append(F.gelu(Tensor(x)).data))
                for _ in range(4)]
-    for t in threads:
+    for t in callers:
         t.start()
-    for t in threads:
+    for t in callers:
         t.join()
     assert len(results) == 4 and all(np.array_equal(r, want) for r in results)
 
@@ -210,8 +213,8 @@ def _gelu_in_child(queue):
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
 def test_a_forked_child_gets_threads_of_its_own():
     """A child forked after the pool started inherits the pool object but not its threads."""
-    parallel.set_num_threads(2)
-    parallel.BLOCK = 256
+    threads.set_num_threads(2)
+    threads.BLOCK = 256
     x = np.linspace(-3, 3, 4096).reshape(64, 64)
     want = F.gelu(Tensor(x)).data  # starts the pool here
     ctx = multiprocessing.get_context("fork")
@@ -226,4 +229,4 @@ def test_a_forked_child_gets_threads_of_its_own():
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
 def test_set_num_threads_refuses_what_is_not_a_positive_integer(bad):
     with pytest.raises(ValueError, match="positive integer"):
-        parallel.set_num_threads(bad)
+        threads.set_num_threads(bad)

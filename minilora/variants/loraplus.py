@@ -15,8 +15,8 @@ every 1-D trainable parameter (biases, DoRA's magnitudes) B's rate, here they ke
 """
 from __future__ import annotations
 
-from .lora_layer import LoraLinear
-from .nn import Module
+from ..lora_layer import LoraLinear
+from ..nn import Module
 
 
 def loraplus_param_groups(model: Module, lr: float, loraplus_lr_ratio: float = 16.0) -> list[dict]:
