@@ -9,7 +9,7 @@ distributed = pytest.importorskip("distributed", reason="cluster runs need the c
 
 from minilora.cli import main  # noqa: E402
 
-pytestmark = [pytest.mark.cluster, pytest.mark.experiments, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.lesson06, pytest.mark.slow]
 
 EXPERIMENTS = ["curves", "variants"]  # a sweep experiment and a variant one: both kinds of run
 

@@ -88,7 +88,7 @@ def _committed_skeletons(tmp_path):
 
 
 def _check_param(path):
-    return pytest.param(path, marks=MARKS.get(path.name[5:7], pytest.mark.lora), id=path.name)
+    return pytest.param(path, marks=getattr(pytest.mark, f"lesson{path.name[5:7]}"), id=path.name)
 
 
 @pytest.mark.parametrize("check_file", [_check_param(p) for p in CHECKS])

@@ -20,7 +20,7 @@ from minilora.bench.torch_twin import build  # noqa: E402
 from minilora.lora import LoraConfig, get_lora_model  # noqa: E402
 from minilora.model import GPT, GPTConfig  # noqa: E402
 
-pytestmark = [pytest.mark.interop, pytest.mark.lora]
+pytestmark = [pytest.mark.interop, pytest.mark.lesson03]
 
 CFG = GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16)
 IDX = np.random.default_rng(0).integers(0, 13, (3, 8))
