@@ -71,11 +71,11 @@ def compute(setup, lrs, results: dict) -> dict:
                           "accuracy": accuracy},
             "intruders_change": {  # the second figure's numbers: Spearman's ρ per task
                 "setup": setup.name, "what": "per matrix: intruders against relative change",
-                "spearman_all_runs": {t: spearman(*_points(rows, t)) for t in tasks},
-                "spearman_lora": {t: spearman(*_points(rows, t, lora_only=True)) for t in tasks}}}
+                "spearman_all_runs": {t: spearman(*points(rows, t)) for t in tasks},
+                "spearman_lora": {t: spearman(*points(rows, t, lora_only=True)) for t in tasks}}}
 
 
-def _points(rows, task: str, lora_only: bool = False) -> tuple[list, list]:
+def points(rows, task: str, lora_only: bool = False) -> tuple[list, list]:
     sel = [row for row in rows if row["task"] == task
            and not (lora_only and isinstance(row["r"], str))]
     return [row["relative_change"] for row in sel], [row["intruders"] for row in sel]
@@ -170,8 +170,8 @@ def findings(data: dict) -> str:
                        key=lambda p: s[p[0]][0] - s[p[1]][0])  # the starkest first
         lines.append(
             f"- {task}: intruders against relative change, per matrix: Spearman ρ = "
-            f"{spearman(*_points(d['rows'], task)):+.2f} over all runs, "
-            f"{spearman(*_points(d['rows'], task, lora_only=True)):+.2f} over LoRA's; "
+            f"{spearman(*points(d['rows'], task)):+.2f} over all runs, "
+            f"{spearman(*points(d['rows'], task, lora_only=True)):+.2f} over LoRA's; "
             f"{len(pairs)} of {len(s) * (len(s) - 1) // 2} pairs of runs where "
             f"the one that moved W more has fewer intruders"
             + (f" (e.g. {pairs[0][0]}: {s[pairs[0][0]][1]:.2f} and {s[pairs[0][0]][0]:.1f} "

@@ -119,7 +119,9 @@ def compute(setup, lrs, results: dict) -> dict:
         "subspace_wide": {**common, "tasks": [WIDE_TASK], "d_model": wide.base.model.n_embd,
                           "seeds": list(wide.seeds), "grids": w_rank, "seed_grid": w_seed,
                           "random_gaussian": _random_grid(wide, wide.base.model.n_embd),
-                          "lr": {WIDE_TASK: lrs[(WIDE_TASK, LABEL)]}},
+                          "lr": {WIDE_TASK: lrs[(WIDE_TASK, LABEL)]},
+                          "accuracy": {spec.label(): results[spec.key()]["accuracy"]
+                                       for spec in _wide_specs(setup, lrs)}},
     }
 
 
@@ -227,9 +229,11 @@ def findings(data: dict) -> str:
     wd = wide["d_model"]
     w_comparison = seed_comparison({n: {f"{wide['seeds'][0]}-{wide['seeds'][1]}": np.diag(
         g).tolist()} for n, g in wide["seed_grid"].items()}, wd)
+    accuracy = ", ".join(f"{label.split(' ', 2)[2]}: {a:.4f}"
+                         for label, a in wide["accuracy"].items())
     lines += ["", f"d_model {wd} ({wide['tasks'][0]}, seed {wide['seeds'][0]} for Figure 3, "
               f"seeds {wide['seeds'][0]}-{wide['seeds'][1]} for Figure 4: one pair, so no "
-              f"spread):", ""]
+              f"spread; accuracy {accuracy}):", ""]
     lines += _rank_table(wide["grids"], wd) + [""] + _seed_table(w_comparison) + [""]
     for task, (half, far, total) in rank_verdicts(wide["grids"], wd).items():
         lines.append(f"- {task} at d_model {wd}: top direction shared (φ(1, 1) > 0.5) in "
