@@ -206,8 +206,16 @@ def rank_verdicts(grids: dict, d_model: int) -> dict:
     return out
 
 
+def _in_task_order(by_name: dict, tasks) -> dict:
+    """The entries "task layers.N.module" in the order of ``tasks`` (the JSON sorts keys)."""
+    return {n: by_name[n] for t in tasks for n in sorted(by_name) if n.startswith(t + " ")}
+
+
 def findings(data: dict) -> str:
-    rank, seeds, wide = data["subspace_rank"], data["subspace_seeds"], data["subspace_wide"]
+    rank, seeds, wide = (dict(data[stem]) for stem in
+                         ("subspace_rank", "subspace_seeds", "subspace_wide"))
+    rank["grids"] = _in_task_order(rank["grids"], rank["tasks"])
+    seeds["diagonal_per_pair"] = _in_task_order(seeds["diagonal_per_pair"], seeds["tasks"])
     d, small, large = rank["d_model"], *rank["ranks"]
     lines = [f"Figure 3: φ(A_r={small}, A_r={large}, i, j) of the same seed, d = {d}, "
              f"{len(rank['seeds'])} seeds (mean, min–max):", ""]
