@@ -301,12 +301,11 @@ else:
     print("no committed figures: run `minilora figures` first")
 
 # %% [markdown]
-# On "rev", the top directions agree far above chance in every module, most in layer 0's
-# $W_q$; between seeds $W_q$ agrees better than $W_v$ in every pair, as in the paper. On
-# "perm" the top direction is shared in no matrix (a high-rank change has no single dominant
-# direction to find), yet the top-8 subspaces still agree above chance, and across seeds it
-# is $W_v$, not $W_q$, that agrees better: the paper's observation belongs to its task, not
-# to LoRA. The amplification falls with $r$ for LoRA, and for full fine-tuning's $\Delta W$
+# On both tasks the top directions agree far above chance in every module, most clearly in
+# "rev"'s layer 0 $W_q$ (above 0.5 in every seed). How many modules pass 0.5 on average
+# changes with the BLAS kernel, so it is no finding. Between seeds, on "rev", $W_q$ agrees
+# better than $W_v$ in every pair, as in the paper; on "perm" it is $W_v$, not $W_q$, that
+# agrees better: the paper's observation belongs to its task, not to LoRA. The amplification falls with $r$ for LoRA, and for full fine-tuning's $\Delta W$
 # too: for any fixed $\Delta W$, $U_r$ and $V_r$ take in more of $W$ as $r$ grows, so part
 # of the trend is mechanical (the README shows both falls side by side).
 
@@ -353,7 +352,8 @@ if not FAST:
         assert q > v
 if len(committed) == len(STEMS):  # the findings as the README states them, on the data
     assert top_shared["rev"][1] == top_shared["rev"][2]  # > 10x chance in every rev matrix
-    assert top_shared["perm"][0] == 0  # on perm no top direction is shared (phi(1,1) > 0.5)
+    assert top_shared["perm"][1] == top_shared["perm"][2]  # and in every perm matrix
+    assert min(g[0][0] for g in sub_rank["grids"]["rev layers.0.q_proj"].values()) > 0.5
     assert seed_verdict == {"rev": "holds", "perm": "reversed"}
     lo, hi = committed["delta_w"]["table_ranks"][0], committed["delta_w"]["table_ranks"][-1]
     for task, claims in amplification.items():
