@@ -93,6 +93,24 @@ def test_random_baseline_is_max_over_k_on_average(i, j):
     assert np.mean(phis) == pytest.approx(expected, abs=4 * np.std(phis) / np.sqrt(n))
 
 
+def test_random_baseline_holds_for_figure_3s_grid_of_gaussian_adapters():
+    """Figure 3's shapes, A (8, 128) against A (64, 128): the mean grid over independent
+    Gaussian pairs is max(i, j)/128 in every cell, within 4 standard errors. Exact in
+    expectation: a Gaussian matrix's top singular subspaces are uniformly random (its law is
+    invariant under rotations), and for a uniform j-dimensional Q, E[Q] = (j/k)·I, so
+    E‖P_iᵀQ_j‖_F² = tr(P_i E[Q_j]) = i·j/k."""
+    k, n = 128, 120
+    rng = np.random.default_rng(11)
+    grids = np.array([analysis.subspace_similarity_grid(rng.standard_normal((8, k)),
+                                                        rng.standard_normal((64, k)))
+                      for _ in range(n)])  # (n, 8, 64)
+    i, j = np.arange(1, 9)[:, None], np.arange(1, 65)[None, :]
+    expected = np.maximum(i, j) / k
+    assert expected[0, 0] == analysis.random_subspace_similarity(k, 1, 1)
+    se = grids.std(axis=0) / np.sqrt(n)
+    assert np.all(np.abs(grids.mean(axis=0) - expected) <= 4 * se + 1e-12)
+
+
 @pytest.mark.parametrize("i, j", [(0, 1), (3, 1), (1, 9)])
 def test_phi_rejects_out_of_range(i, j):
     A = np.ones((2, 8)) + np.eye(2, 8)

@@ -6,7 +6,7 @@ data files must match byte for byte (runs are seeded by their keys, not by order
 import pytest
 
 from minilora.cli import main
-from minilora.experiments.figures import EXPERIMENTS, VARIANTS
+from minilora.experiments.figures import EXPERIMENTS, TIMINGS, VARIANTS
 
 pytestmark = [pytest.mark.lesson06, pytest.mark.slow]
 
@@ -32,7 +32,7 @@ def test_every_figure_and_its_data_file_is_made(two_quick_runs):
         for stem in module.FIGURES:
             assert (out / f"{stem}.png").stat().st_size > 10_000, (name, stem)
             assert (out / f"{stem}.json").stat().st_size > 0, (name, stem)
-    for name in VARIANTS:  # the "after LoRA" figures: the name is the file stem
+    for name in [*VARIANTS, *TIMINGS]:  # the "after LoRA" figures, latency: the name is the stem
         assert (out / f"{name}.png").stat().st_size > 10_000, name
         assert (out / f"{name}.json").stat().st_size > 0, name
     for png in out.glob("*.png"):
@@ -40,8 +40,11 @@ def test_every_figure_and_its_data_file_is_made(two_quick_runs):
 
 
 def test_two_runs_give_identical_data_files(two_quick_runs):
+    """Every data file but the timings' (latency.json/.csv: measurements of this machine)."""
     first, second = two_quick_runs
     data = sorted(p.name for p in first.iterdir() if p.suffix in (".json", ".csv"))
     assert data == sorted(p.name for p in second.iterdir() if p.suffix in (".json", ".csv"))
-    for name in data:
+    timed = {f"{name}{suffix}" for name in TIMINGS for suffix in (".json", ".csv")}
+    assert timed <= set(data)
+    for name in sorted(set(data) - timed):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name

@@ -19,6 +19,7 @@ EXPERIMENT_HELP = {
     "qlora": "LoRA on a 4-bit base: quality and stored bytes against the fp32 base",
     "rslora": "training curves across r under scaling α/r and α/√r (rsLoRA)",
     "variants": "DoRA, PiSSA and LoRA+ against LoRA: the first steps of fine-tuning",
+    "latency": "inference latency of adapter layers against LoRA, merged and not (Table 1)",
 }
 
 

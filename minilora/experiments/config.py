@@ -77,6 +77,7 @@ class Setup:
     intruder_threshold: float = 0.5  # max |cosine| below this: an intruder dimension
     intruder_full_lrs: tuple = (3e-3, 3e-4)  # full fine-tuning rates compared there
     random_seed: int = 12345  # the random Gaussian references (Figure 4, Table 7)
+    wide_base: PretrainConfig | None = None  # Figures 3-4 once more on this wider base model
 
     def targets(self, label: str) -> tuple:
         return TARGET_SETS[label]
@@ -89,7 +90,10 @@ FULL = Setup(
            "perm": TaskSetting(steps=400, lr_grid=(5e-3, 1e-2),
                                lrs=(("Wq", 5e-3),))},
     ranks=(1, 2, 4, 8, 16, 32, 64),
-    seeds=(0, 1, 2),
+    seeds=(0, 1, 2, 3, 4),
+    wide_base=PretrainConfig(model=GPTConfig(vocab_size=tasks.VOCAB_SIZE,
+                                             block_size=tasks.BLOCK_SIZE, n_layer=2, n_head=4,
+                                             n_embd=256)),  # r = 64 is a quarter of d_model
 )
 
 QUICK = Setup(
@@ -108,6 +112,10 @@ QUICK = Setup(
     curve_ranks=(1, 16),
     curve_points=5,
     tuning_seeds=(100,),
+    wide_base=PretrainConfig(model=GPTConfig(vocab_size=tasks.VOCAB_SIZE,
+                                             block_size=tasks.BLOCK_SIZE, n_layer=2, n_head=4,
+                                             n_embd=128),
+                             steps=200, batch_size=32, lr=1e-2, warmup=20),
 )
 
 SETUPS = {"full": FULL, "quick": QUICK}

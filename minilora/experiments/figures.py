@@ -18,8 +18,8 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from . import (curves, delta_w, intruders, memory, qlora, quantization, rank_ablation, rslora,
-               subspace, target_modules, variant_curves)
+from . import (curves, delta_w, intruders, latency, memory, qlora, quantization, rank_ablation,
+               rslora, subspace, target_modules, variant_curves)
 from .common import lrs_table, setup_lrs, write_csv, write_json
 from .pretrain import load_or_pretrain
 from .runs import process_pool, run_specs
@@ -46,6 +46,14 @@ VARIANTS = {
 }
 
 
+# Timings (Table 1's latency): run(quick) and plot(data, png_path) like VARIANTS, measured in
+# this process after the sweep's workers are gone. Their data are measurements of this
+# machine: never byte-identical between runs, so kept apart from the data files that are.
+TIMINGS = {
+    "latency": latency,
+}
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -63,11 +71,12 @@ def run_experiments(setup, names=None, out_dir: str | Path = "figures", jobs: in
     Names come from EXPERIMENTS and VARIANTS. Returns ``{"files": [...], "timings": {...}}``;
     timings go to stderr too, never into data.
     """
-    names = list(names or [*EXPERIMENTS, *VARIANTS])
-    unknown = [n for n in names if n not in EXPERIMENTS and n not in VARIANTS]
+    names = list(names or [*EXPERIMENTS, *VARIANTS, *TIMINGS])
+    unknown = [n for n in names if n not in EXPERIMENTS and n not in VARIANTS
+               and n not in TIMINGS]
     if unknown:
         raise ValueError(f"unknown experiment(s) {unknown}; "
-                         f"choose from {[*EXPERIMENTS, *VARIANTS]}")
+                         f"choose from {[*EXPERIMENTS, *VARIANTS, *TIMINGS]}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     timings, start = {}, time.perf_counter()
@@ -77,6 +86,7 @@ def run_experiments(setup, names=None, out_dir: str | Path = "figures", jobs: in
     lrs = setup_lrs(setup)
     quick = setup.name == "quick"
     variant_names = [n for n in names if n in VARIANTS]
+    timing_names = [n for n in names if n in TIMINGS]
     names = [n for n in names if n in EXPERIMENTS]
     with process_pool(jobs) if executor is None else nullcontext(executor) as pool:
         t = time.perf_counter()
@@ -113,6 +123,14 @@ def run_experiments(setup, names=None, out_dir: str | Path = "figures", jobs: in
         module.plot(data, out_dir / f"{name}.png")
         files.append(out_dir / f"{name}.png")
     timings["analysis_and_plots"] = time.perf_counter() - t
+    for name in timing_names:
+        t, module = time.perf_counter(), TIMINGS[name]
+        data = module.run(quick)
+        files += [write_json(out_dir / f"{name}.json", data),
+                  write_csv(out_dir / f"{name}.csv", module.summary(data))]
+        module.plot(data, out_dir / f"{name}.png")
+        files.append(out_dir / f"{name}.png")
+        timings[name] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     run_seconds = sum(res["seconds"] for res in [*results.values(), *variant_results.values()])
     _log(f"minilora figures ({setup.name}, jobs={jobs}): " + ", ".join(
