@@ -13,7 +13,7 @@ from minilora.nn import Linear
 from minilora.optim import AdamW
 from minilora.tensor import Tensor
 
-pytestmark = pytest.mark.lora
+pytestmark = pytest.mark.lesson03
 
 CFG = GPTConfig(vocab_size=11, block_size=6, n_layer=2, n_head=2, n_embd=8, dtype="float64")
 IDX = np.random.default_rng(0).integers(0, 11, (2, 6))

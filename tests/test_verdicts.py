@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from minilora import analysis
 from minilora.experiments import delta_w, intruders, latency, subspace
 
-pytestmark = pytest.mark.analysis
+pytestmark = [pytest.mark.lesson07, pytest.mark.lesson08]
 
 
 @settings(max_examples=30, deadline=None)
