@@ -6,10 +6,10 @@ Every layer keeps its weights W0 frozen and learns only its bias b:
     h = W0 x + b          (Linear: q_proj, k_proj, v_proj, o_proj, up_proj, down_proj)
     h = γ ⊙ x̂ + β         (LayerNorm: ln_1, ln_2, ln_f; the shift β is LayerNorm's bias)
 
-Ben Zaken et al. train the biases of the attention projections, the MLP and the LayerNorms
-(their Eq. 1-3), which are all the bias terms this GPT has (``lm_head`` has none). Nothing is
-added, so the model starts equal to its base, and the trainable count is the number of bias
-entries of a pre-LayerNorm GPT with d = n_embd, L = n_layer, mlp_ratio m:
+Ben Zaken et al. train the biases of the attention projections, the MLP and the LayerNorms,
+which are all the bias terms this GPT has (``lm_head`` has none). Nothing is added, so the
+model starts equal to its base, and the trainable count is the number of bias entries of a
+pre-LayerNorm GPT with d = n_embd, L = n_layer, mlp_ratio m:
 
     |Θ| = L · (4d + m·d + d + 2d) + d = L · (m + 7) · d + d
           (q, k, v, o; up; down; ln_1, ln_2 per block; ln_f)
