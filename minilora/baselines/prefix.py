@@ -142,7 +142,9 @@ def add_prefix(model: GPT, kind: str = "embed", length: int = 8, infix: int = 0,
     infix tokens (the latter inserted before real position ``infix_at``); freezes every base
     weight and returns the wrapper, whose ``prefix`` (and ``infix``) alone train.
 
-    Every argument is checked before the model is changed.
+    Every argument is checked before the model is changed. ``length`` has no bound from
+    ``block_size``: the virtual tokens take no row of the positional table (see above); the
+    infix position does, ``1 <= infix_at <= block_size - 1``.
     """
     if not isinstance(model, GPT):
         fail("add_prefix: model", model, "a minilora GPT", TypeError)
