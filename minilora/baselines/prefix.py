@@ -80,8 +80,9 @@ class PrefixTuningModel(Module):
         self.model, self.config = model, model.config
         self.kind, self.l_p, self.l_i, self.infix_at = kind, length, infix, infix_at
         P = self._initial_activations(seed)  # (n, l_p + l_i, C)
-        self.prefix = Parameter(P[:, :length]) if length else None
-        self.infix = Parameter(P[:, length:]) if infix else None
+        # each its own buffer, not a view of P
+        self.prefix = Parameter(xp.asarray(P[:, :length], copy=True)) if length else None
+        self.infix = Parameter(xp.asarray(P[:, length:], copy=True)) if infix else None
 
     def _initial_activations(self, seed: int):
         """Embeddings of l_p + l_i vocabulary tokens drawn at random and, for PreLayer, the
