@@ -17,7 +17,7 @@ from minilora.optim import SGD, AdamW
 from minilora.testing import assert_bits_equal, assert_close, examples, gradcheck, seeds, \
     tiny_gpt, vjp_check
 
-pytestmark = pytest.mark.lora
+pytestmark = pytest.mark.lesson09
 
 V, T = 11, 6  # tiny_gpt's vocabulary and block_size
 kinds = st.sampled_from(KINDS)
