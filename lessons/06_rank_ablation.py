@@ -212,21 +212,19 @@ if sweep:
         t = sweep["tasks"][task]
         print(f"'{task}' ({t['steps']} steps, {len(sweep['seeds'])} seeds): base "
               f"{t['base']:.4f}, full fine-tuning {mean(t['full']):.4f}")
-        print(f"  {'weights':11}" + "".join(f"{'r=' + str(r):>16}" for r in sweep["ranks"]))
+        print(f"  {'weights':11}" + "".join(f"{'r=' + str(r):>11}" for r in sweep["ranks"])
+              + "   (mean, seeds escaped/solved)")
         for row in t["rows"]:
             texts = []
             for r in sweep["ranks"]:
-                if str(r) not in row["accuracy"]:
-                    texts.append(f"{'':>16}")
-                    continue
-                c = cell(row["accuracy"][str(r)])
-                texts.append(f"{c['mean']:7.3f} {c['escaped']}/{c['solved']} esc/sol"[:16]
-                             .rjust(16))
+                c = cell(row["accuracy"][str(r)]) if str(r) in row["accuracy"] else None
+                texts.append(f"{c['mean']:.3f} {c['escaped']}/{c['solved']}".rjust(11) if c
+                             else " " * 11)
             print(f"  {row['targets']:11}" + "".join(texts))
     per_seed = {row["targets"]: row["accuracy"] for row in sweep["tasks"]["perm"]["rows"]}
     print("perm, Wq,Wv, per seed at each r:")
-    for r, values in per_seed["Wq,Wv"].items():
-        print(f"  r = {r:>2}: " + " ".join(f"{a:.3f}" for a in values))
+    for r in sweep["ranks"]:
+        print(f"  r = {r:>2}: " + " ".join(f"{a:.3f}" for a in per_seed["Wq,Wv"][str(r)]))
     print(f"chance on 'perm': 1/{tasks.N_CONTENT} = {1 / tasks.N_CONTENT:.4f}")
 
 # %% [markdown]

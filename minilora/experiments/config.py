@@ -59,9 +59,6 @@ class TaskSetting:
     tuned_rows: tuple = ()  # the rows whose every r gets its own rate from ``minilora tune``
     full_lr: float = 3e-3  # full fine-tuning's learning rate (the prototype's)
 
-    def lr_for(self, label: str, r: int) -> float:
-        return {(lab, rank): lr for lab, rank, lr in self.lrs}.get((label, r), self.lr)
-
 
 @dataclass(frozen=True)
 class Setup:
@@ -118,6 +115,7 @@ QUICK = Setup(
                                         n_layer=2, n_head=4, n_embd=64),
                         steps=500, batch_size=32, lr=1e-2, warmup=50),
     tasks={"rev": TaskSetting(steps=30, rows=(("Wq", ()), ("Wq,Wv", ()))),
+           # all-linear at two ranks: exercises a row swept on fewer ranks than the others
            "perm": TaskSetting(steps=40, rows=(("Wq,Wv", ()), ("all-linear", (1, 16))),
                                lr_grid=(1e-2, 2e-2), tuned_rows=("Wq,Wv",), lrs=())},
     ranks=(1, 4, 16),
