@@ -113,3 +113,33 @@ def test_an_out_folder_that_is_a_file_is_refused_before_any_work(tmp_path, monke
             main(["figures", "--quick", "--out", str(out), "--no-progress"])
     assert not (tmp_path / "cache").exists()  # refused before pretraining started
     assert blocker.read_text() == "not a folder"
+
+
+def test_the_tuning_grid_grows_past_an_edge_winner_until_it_is_bracketed():
+    from minilora.experiments.common import (choose_lrs, extend_grids, first_grids,
+                                             tuning_spec)
+    from minilora.experiments.config import QUICK
+
+    grids = first_grids(QUICK)
+    assert grids and all(task == "perm" and label in QUICK.tasks["perm"].tuned_rows
+                         for task, label, _ in grids)
+
+    def fake(peak):  # validation accuracy peaks at lr = peak; one cell at chance everywhere
+        results = {}
+        for (task, label, r), grid in grids.items():
+            for lr in grid:
+                for seed in QUICK.tuning_seeds:
+                    acc = 0.01 if r == 1 else 0.9 - abs(lr - peak) * 10
+                    results[tuning_spec(QUICK, task, label, r, lr, seed).key()] = \
+                        {"accuracy": acc, "loss": 1 - acc}
+        return results
+
+    for _ in range(3):  # the best rate is 4e-2, beyond the first grid's top
+        chosen, table = choose_lrs(QUICK, grids, fake(4e-2))
+        grids = extend_grids(QUICK, grids, chosen)
+    learned = {cell: c for cell, c in chosen.items() if cell[2] != 1}
+    assert all(c["lr"] == 4e-2 and not c["edge"] and c["learns"] for c in learned.values())
+    stuck = [c for cell, c in chosen.items() if cell[2] == 1]
+    assert stuck and all(not c["learns"] for c in stuck)  # nothing learns: no growth
+    assert all(grids[cell] == [1e-2, 2e-2] for cell in grids if cell[2] == 1)
+    assert {row["lr"] for row in table} >= {1e-2, 2e-2, 4e-2, 8e-2}

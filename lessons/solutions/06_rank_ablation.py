@@ -98,9 +98,8 @@ assert by_hand == counted == 4608 and counted > budget
 
 # %% [markdown]
 # Even $r = 1$ overshoots the budget by an eighth: with the MLP's wide matrices in the set, the
-# smallest all-linear adapter costs more than Table 5 allows. (On the committed sweep it is also
-# the row that learns "perm" at the smallest $r$: more matrices, the MLP's among them, beat
-# rank there.)
+# smallest all-linear adapter costs more than Table 5 allows (which is also why the committed
+# sweep leaves all-linear out: it is the most expensive row to run).
 #
 # ## 3. Is the gap bigger than the noise?
 

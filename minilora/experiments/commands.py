@@ -44,11 +44,24 @@ def add_commands(commands) -> None:
     _common(p)
     p.set_defaults(run=_run_figures, experiments=None)
     p = commands.add_parser(
-        "tune", help="choose each (task, target set)'s learning rate on a tuning seed",
+        "tune", help="choose the learning rate of each (task, target set, r) on tuning seeds",
         description="The learning-rate search whose choice config.py records: every "
-                    "candidate at r = tuning_rank on a tuning seed, scored on a validation set.")
+                    "candidate for every (target set, r) the tables report, on the tuning seeds, "
+                    "scored on a validation set; the grid grows past an edge winner.")
     _common(p)
     p.set_defaults(run=_run_tune)
+    p = commands.add_parser(
+        "findings", help="write figures/FINDINGS.md (and the README's findings blocks) "
+                         "from the data files, rerunning nothing",
+        description="Every experiment's findings() on its data files in --out: FINDINGS.md; "
+                    "with --write-readme also the README blocks between <!-- findings:NAME --> "
+                    "and <!-- /findings:NAME -->; with --check, exit 1 if the README differs.")
+    p.add_argument("--out", default="figures", metavar="DIR", help="the data files' folder")
+    p.add_argument("--readme", default="README.md", metavar="PATH", help="default: README.md")
+    p.add_argument("--write-readme", action="store_true", help="rewrite the README's blocks")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 if FINDINGS.md or a README block differs")
+    p.set_defaults(run=_run_findings)
     p = commands.add_parser(
         "pretrain", help="pretrain the base GPT on copy/reverse (cached by config hash)",
         description="Train the base model every experiment starts from, or read it from the "
@@ -122,11 +135,42 @@ def _run_tune(args) -> int:
     with _executor(args.scheduler) as executor:
         result = run_tuning(_setup(args), args.out, args.jobs, executor=executor,
                             progress=not args.no_progress)
-    for (task, label), lr in result["chosen"].items():
-        print(f"{task:6} {label:14} lr {lr:g}")
+    for (task, label, r), c in result["chosen"].items():
+        note = "" if c["learns"] else "  (no candidate leaves the plateau: the choice means nothing)"
+        note += "  (at an edge of the grid)" if c["edge"] and c["learns"] else ""
+        print(f"{task:6} {label:14} r={r:<3} lr {c['lr']:g}  val accuracy {c['val_accuracy']:.3f}{note}")
+    by_task: dict = {}
+    for (task, label, r), c in result["chosen"].items():
+        by_task.setdefault(task, []).append((label, r, c["lr"]))
+    for task, triples in by_task.items():
+        print(f"config.py, {task}: lrs={tuple(triples)!r}")
     for line in result["disagree"]:
         print(f"differs from config.py: {line}")
     return 1 if result["disagree"] else 0
+
+
+def _run_findings(args) -> int:
+    from pathlib import Path
+
+    from .findings import (findings_markdown, readme_blocks, render_readme, sections,
+                           write_findings, write_readme)
+
+    if args.check:
+        stale = []
+        md = Path(args.out) / "FINDINGS.md"
+        if not md.exists() or md.read_text() != findings_markdown(sections(args.out)):
+            stale.append(str(md))
+        text = Path(args.readme).read_text()
+        new = readme_blocks(render_readme(text, sections(args.out, timings=True)))
+        stale += [f"{args.readme}: block {name}" for name, body in readme_blocks(text).items()
+                  if new[name] != body]
+        for line in stale:
+            print(f"differs from the data: {line}")
+        return 1 if stale else 0
+    print(write_findings(args.out))
+    if args.write_readme and write_readme(args.readme, args.out):
+        print(args.readme)
+    return 0
 
 
 def _run_pretrain(args) -> int:

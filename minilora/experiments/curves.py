@@ -1,19 +1,19 @@
 """Training curves: pretraining, then fine-tuning on each task at a few ranks and in full.
 
-The fine-tuning curves are the seed-0 {Wq, Wv} runs of the rank ablation at
-``setup.curve_ranks`` (the same runs, evaluated ``setup.curve_points`` times on the way; an
-evaluation does not change training) and the seed-0 full fine-tuning run. On "perm" they show
-why it needs many steps: the loss first drops to ln 64 ≈ 4.16 (the base model's confident copy
-is unlearned, every content token becomes equally likely) and stays on that plateau until the
-new mapping is found; small r never leaves it.
+The fine-tuning curves are the {Wq, Wv} runs of the rank ablation at ``setup.curve_ranks``,
+every seed (the same runs, evaluated ``setup.curve_points`` times on the way; an evaluation
+does not change training), and the full fine-tuning runs. On "perm" they tell "cannot" from
+"has not yet": the loss first drops to ln 64 ≈ 4.16 (the base model's confident copy is
+unlearned, every content token becomes equally likely) and stays on that plateau until the
+new mapping is found, at a step that differs from seed to seed; a curve still flat at chance
+when the learning rate has decayed has not found it within the budget.
 
-Figure ``training_curves.png``.
+Figure ``training_curves.png``: pretraining loss, "rev" error rate (log), "perm" accuracy.
 """
 from __future__ import annotations
 
-import math
-
 from .common import full_spec, lora_spec, new_figure, save_figure
+from .findings import fmt, table
 
 FIGURES = ("training_curves",)
 LABEL = "Wq,Wv"
@@ -25,10 +25,12 @@ def _every(setup, task) -> int:
 
 def _runs(setup, lrs):
     for task in setup.tasks:
-        every, seed = _every(setup, task), setup.seeds[0]
-        for r in setup.curve_ranks:
-            yield task, f"LoRA {LABEL} r={r}", lora_spec(setup, task, LABEL, r, seed, lrs, every)
-        yield task, "full fine-tuning", full_spec(setup, task, seed, every)
+        every = _every(setup, task)
+        for seed in setup.seeds:
+            for r in setup.curve_ranks:
+                yield task, f"LoRA {LABEL} r={r}", lora_spec(setup, task, LABEL, r, seed, lrs,
+                                                             every)
+            yield task, "full fine-tuning", full_spec(setup, task, seed, every)
 
 
 def specs(setup, lrs) -> list:
@@ -43,72 +45,107 @@ def compute(setup, lrs, results: dict) -> dict:
     for task, name, spec in _runs(setup, lrs):
         res = results[spec.key()]
         runs.append({"task": task, "name": name, "lr": spec.lr, "seed": spec.seed,
-                     "train_loss": res["train_loss"],
+                     # the raw loss of one seed (the others' are in the same runs' key)
+                     "train_loss": res["train_loss"] if spec.seed == setup.seeds[0] else [],
                      "eval_steps": [e["step"] for e in res["curve"]],
                      "eval_accuracy": [e["accuracy"] for e in res["curve"]],
                      "eval_loss": [e["loss"] for e in res["curve"]]})
-    note = "\n".join(
-        [f"pretraining: {setup.base.steps} steps, batch {setup.base.batch_size},",
-         f"  AdamW lr {setup.base.lr:g}, warm-up {setup.base.warmup}, cosine",
-         f"fine-tuning: batch {setup.batch_size}, AdamW (no decay),",
-         "  cosine from the peak lr, no warm-up,",
-         f"  LoRA alpha {setup.lora_alpha:g}, evaluated on {setup.eval_size}",
-         "  held-out sequences"] +
-        [f"'{task}': {s.steps} steps" for task, s in setup.tasks.items()])
     return {"training_curves": {
-        "setup": setup.name, "note": note, "pretrain": {"task": setup.base.task, "steps": setup.base.steps,
-                                          "loss": info["loss_curve"],
-                                          "accuracy": info["accuracy"]},
+        "setup": setup.name, "seeds": list(setup.seeds),
+        "escape_accuracy": setup.escape_accuracy, "solve_accuracy": setup.solve_accuracy,
+        "pretrain": {"task": setup.base.task, "steps": setup.base.steps,
+                     "batch_size": setup.base.batch_size, "lr": setup.base.lr,
+                     "warmup": setup.base.warmup, "loss": info["loss_curve"],
+                     "accuracy": info["accuracy"]},
+        "task_order": list(setup.tasks), "steps": {task: s.steps for task, s in setup.tasks.items()},
         "runs": runs}}
 
 
-def _smooth(values, window: int = 5) -> list[float]:
-    """Trailing moving average (fine-tuning batches are small, the raw loss is noisy)."""
-    out, total = [], 0.0
-    for i, v in enumerate(values):
-        total += v - (values[i - window] if i >= window else 0.0)
-        out.append(total / min(i + 1, window))
-    return out
+def _names(d, task) -> list[str]:
+    return list(dict.fromkeys(run["name"] for run in d["runs"] if run["task"] == task))
+
+
+def findings(data: dict) -> str:
+    """Per (task, run): when each seed first escaped, where it ended, and whether it was still
+    improving over the last quarter of training."""
+    d = data["training_curves"]
+    p = d["pretrain"]
+    out = [f"Pretraining: {p['steps']} steps on {p['task']}, batch {p['batch_size']}, AdamW lr "
+           f"{p['lr']:g} (warm-up {p['warmup']}, cosine): accuracy {p['accuracy']:.4f}. "
+           f"Fine-tuning: cosine decay from the peak rate to 0, no warm-up; curves of "
+           f"{len(d['seeds'])} seeds.\n"]
+    rows, verdicts = [], []
+    for task in d["task_order"]:
+        for name in _names(d, task):
+            runs = [r for r in d["runs"] if r["task"] == task and r["name"] == name]
+            first = [next((s for s, a in zip(r["eval_steps"], r["eval_accuracy"])
+                           if a > d["escape_accuracy"]), None) for r in runs]
+            escaped = [s for s in first if s is not None]
+            q = max(0, len(runs[0]["eval_steps"]) * 3 // 4 - 1)
+            rising = sum(r["eval_accuracy"][-1] - r["eval_accuracy"][q] > 0.02 for r in runs)
+            ends = [r["eval_accuracy"][-1] for r in runs]
+            rows.append([task, name, f"{runs[0]['lr']:g}", f"{len(escaped)}/{len(runs)}",
+                         f"{min(escaped)}–{max(escaped)}" if escaped else "never",
+                         f"{fmt(min(ends))}–{fmt(max(ends))}",
+                         f"{rising}/{len(runs)}"])
+            verdicts.append(_verdict(task, name, len(runs), len(escaped), rising,
+                                     d["steps"][task]))
+    out.append(table(["task", "run", "lr", "escaped", "escape step", "final accuracy",
+                      "still rising (> .02 over the last quarter)"], rows))
+    return "\n".join(out) + "\n" + "\n".join(v for v in verdicts if v) + "\n"
+
+
+def _verdict(task, name, n, escaped, rising, steps) -> str:
+    """"Cannot" against "has not yet", as far as one budget of steps can tell them apart."""
+    if name.startswith("full") or task == "rev":
+        return ""
+    if escaped == 0 and rising == 0:
+        return (f"- {task}, {name}: flat at chance on all {n} seeds while its rate decays to 0: "
+                f"within {steps} steps at its rate (the lr column) it does not learn the task at all.")
+    if rising * 2 >= n:
+        return (f"- {task}, {name}: {rising}/{n} seeds still rising at the end: it has not "
+                f"converged in {steps} steps, so its gap to full fine-tuning here is (at least "
+                f"partly) speed, not only capacity.")
+    return (f"- {task}, {name}: {escaped}/{n} seeds escaped, {rising}/{n} still rising at the "
+            f"end: converged or stuck within {steps} steps.")
 
 
 def plot(data: dict, out_dir) -> list:
     d = data["training_curves"]
-    names = list(dict.fromkeys(run["task"] for run in d["runs"]))
-    fig, axes = new_figure(2, 1 + len(names), figsize=(4.6 * (1 + len(names)), 7), squeeze=False)
+    names = d["task_order"]
+    fig, axes = new_figure(1, 1 + len(names), figsize=(7.2, 2.9), squeeze=False)
+    axes = axes[0]
     p = d["pretrain"]
-    axes[0][0].plot(range(1, len(p["loss"]) + 1), p["loss"], color="black")
-    axes[0][0].set_yscale("log")
-    axes[0][0].set_title(f"pretraining on '{p['task']}' (final accuracy {p['accuracy']:.3f})",
-                         fontsize=9)
-    axes[0][0].set_xlabel("step")
-    axes[0][0].set_ylabel("training loss")
-    axes[1][0].axis("off")
-    axes[1][0].text(0.0, 0.95, d["note"], va="top", ha="left", fontsize=8, family="monospace",
-                    transform=axes[1][0].transAxes)
-    for col, task in enumerate(names, start=1):
-        for run in (r for r in d["runs"] if r["task"] == task):
-            style = "--" if run["name"].startswith("full") else "-"
-            color = "black" if style == "--" else None
-            line, = axes[0][col].plot(range(1, len(run["train_loss"]) + 1),
-                                      _smooth(run["train_loss"]), style, color=color,
-                                      label=f"{run['name']} (lr {run['lr']:g})")
-            axes[1][col].plot(run["eval_steps"], run["eval_accuracy"], style + "o",
-                              color=line.get_color(), markersize=3, label=run["name"])
-        axes[0][col].axhline(math.log(64), color="gray", linestyle=":", label="ln 64")
-        axes[0][col].set_yscale("log")
-        axes[0][col].set_title(f"fine-tuning on '{task}': training loss (moving avg. of 5)",
-                               fontsize=9)
-        axes[0][col].set_xlabel("step")
-        axes[0][col].set_ylabel("training loss")
-        axes[0][col].legend(fontsize=7)
-        axes[1][col].set_title(f"'{task}': held-out token accuracy", fontsize=9)
-        axes[1][col].set_xlabel("step")
-        axes[1][col].set_ylabel("token accuracy on y")
-        axes[1][col].set_ylim(-0.02, 1.02)
-        axes[1][col].legend(fontsize=7)
-        for ax in (axes[0][col], axes[1][col]):
-            ax.grid(alpha=0.3)
-    axes[0][0].grid(alpha=0.3)
-    fig.suptitle("Training curves (seed 0)", fontsize=11)
-    fig.tight_layout()
+    axes[0].plot(range(1, len(p["loss"]) + 1), p["loss"], color="black", linewidth=0.8)
+    axes[0].set_yscale("log")
+    axes[0].set_title(f"pretraining ({p['task']})", fontsize=9)
+    axes[0].set_xlabel("step", fontsize=9)
+    axes[0].set_ylabel("training loss (log)", fontsize=9)
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:red"]
+    for ax, task in zip(axes[1:], names):
+        error = task == "rev"
+        for color, name in zip(colors, _names(d, task)):
+            full = name.startswith("full")
+            for i, run in enumerate(r for r in d["runs"] if r["task"] == task
+                                    and r["name"] == name):
+                ys = [max(1 - a, 1e-4) for a in run["eval_accuracy"]] if error \
+                    else run["eval_accuracy"]
+                ax.plot(run["eval_steps"], ys, "--" if full else "-",
+                        color="black" if full else color, linewidth=0.9, alpha=0.8,
+                        label=name.replace("LoRA ", "") if i == 0 else None)
+        if error:
+            ax.set_yscale("log")
+            ax.set_ylabel("error rate (log)", fontsize=9)
+        else:
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_ylabel("token accuracy", fontsize=9)
+        ax.set_title(f"{task}: held-out, one line per seed", fontsize=9)
+        ax.set_xlabel("step", fontsize=9)
+    for ax in axes:
+        ax.tick_params(which="both", labelsize=8)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[-1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(labels),
+               frameon=False, bbox_to_anchor=(0.5, -0.06))
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return [save_figure(fig, f"{out_dir}/training_curves.png")]

@@ -21,6 +21,7 @@ from pathlib import Path
 from . import (curves, delta_w, intruders, latency, memory, qlora, quantization, rank_ablation,
                rslora, subspace, target_modules, variant_curves)
 from .common import lrs_table, setup_lrs, write_csv, write_json
+from .findings import write_findings
 from .pretrain import load_or_pretrain
 from .runs import process_pool, run_specs
 from .variant_runs import run_variant
@@ -65,11 +66,12 @@ def _cost(spec) -> float:
 
 
 def run_experiments(setup, names=None, out_dir: str | Path = "figures", jobs: int = 1,
-                    executor=None, progress: bool = True) -> dict:
+                    executor=None, progress: bool = True, results: dict | None = None) -> dict:
     """Run the named experiments (all by default) and write their figures and data files.
 
     Names come from EXPERIMENTS and VARIANTS. Returns ``{"files": [...], "timings": {...}}``;
-    timings go to stderr too, never into data.
+    timings go to stderr too, never into data. ``results`` (by run key) may hold runs done
+    before: they are not run again.
     """
     names = list(names or [*EXPERIMENTS, *VARIANTS, *TIMINGS])
     unknown = [n for n in names if n not in EXPERIMENTS and n not in VARIANTS
@@ -82,7 +84,7 @@ def run_experiments(setup, names=None, out_dir: str | Path = "figures", jobs: in
     timings, start = {}, time.perf_counter()
     load_or_pretrain(setup.base, progress=progress)
     timings["pretrain"] = time.perf_counter() - start
-    results: dict = {}
+    results = {} if results is None else results
     lrs = setup_lrs(setup)
     quick = setup.name == "quick"
     variant_names = [n for n in names if n in VARIANTS]
@@ -102,9 +104,12 @@ def run_experiments(setup, names=None, out_dir: str | Path = "figures", jobs: in
         variant_results = {spec: future.result() for spec, future in variant_futures.items()}
         timings["sweep"] = time.perf_counter() - t
     t = time.perf_counter()
-    files = [write_json(out_dir / "learning_rates.json",
-                        {"setup": setup.name, "chosen_by": "minilora tune (config.py)",
-                         "learning_rates": lrs_table(lrs)})] if names else []
+    files = [write_json(out_dir / "environment.json", environment())]
+    files += [write_json(out_dir / "learning_rates.json",
+                         {"setup": setup.name,
+                          "chosen_by": "config.py: per (task, target set, r) by minilora tune "
+                                       "where recorded (r given), else the task's rate",
+                          "learning_rates": lrs_table(lrs)})] if names else []
     for name in names:
         module = EXPERIMENTS[name]
         data = module.compute(setup, lrs, results)
@@ -122,6 +127,7 @@ def run_experiments(setup, names=None, out_dir: str | Path = "figures", jobs: in
             files.append(write_csv(out_dir / f"{name}.csv", module.summary(data)))
         module.plot(data, out_dir / f"{name}.png")
         files.append(out_dir / f"{name}.png")
+    files.append(write_findings(out_dir))
     timings["analysis_and_plots"] = time.perf_counter() - t
     for name in timing_names:
         t, module = time.perf_counter(), TIMINGS[name]
@@ -139,6 +145,25 @@ def run_experiments(setup, names=None, out_dir: str | Path = "figures", jobs: in
     return {"files": [str(f) for f in files], "timings": timings}
 
 
+def environment() -> dict:
+    """What made the numbers, beside them: the BLAS library and the kernel it runs
+    (threadpoolctl's ``architecture``), NumPy's version, and ``OPENBLAS_CORETYPE`` if set.
+
+    Data files are byte-identical across ``--jobs`` on one kernel, not across kernels: a
+    different kernel adds in a different order and rounds differently. Thread counts are left
+    out (they differ between this process and the workers, and do not change the numbers).
+    """
+    import os
+
+    import numpy
+    from threadpoolctl import threadpool_info
+
+    blas = [{k: lib.get(k) for k in ("internal_api", "version", "architecture")}
+            for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    return {"numpy": numpy.__version__, "blas": blas,
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
+
+
 def _flat(specs) -> list:
     """A variant module's specs: a list, or a dict of lists (one per variant)."""
     return [s for group in specs.values() for s in group] if isinstance(specs, dict) else specs
@@ -148,22 +173,37 @@ def run_tuning(setup, out_dir: str | Path = "figures", jobs: int = 1, executor=N
                progress: bool = True) -> dict:
     """``minilora tune``: the learning-rate search; writes learning_rate_tuning.json/.csv.
 
-    Returns ``{"chosen": {...}, "recorded": {...}, "disagree": [...]}``: what the search picks
-    against what config.py records.
+    Every (task, target set, r) the tables report, on each candidate of the task's grid and
+    every tuning seed. Where the winner sits at an edge of its grid (and learns at all), the
+    grid grows by one candidate past that edge (×2 or ÷2) and the search goes on, up to
+    ``setup.lr_extensions`` times, so a reported rate is bracketed by two that did worse.
+    Returns ``{"chosen": {...}, "recorded": {...}, "disagree": [...]}``: what the search
+    picks against what config.py records.
     """
-    from .common import choose_lrs, tuning_specs
+    from .common import choose_lrs, extend_grids, first_grids, tuning_specs
 
     out_dir = Path(out_dir)
     load_or_pretrain(setup.base, progress=progress)
     results: dict = {}
+    grids = first_grids(setup)
     with process_pool(jobs) if executor is None else nullcontext(executor) as pool:
-        run_specs(tuning_specs(setup), pool, progress=progress, results=results)
-    chosen, table = choose_lrs(setup, results)
+        for _ in range(setup.lr_extensions + 1):
+            run_specs(tuning_specs(setup, grids), pool, progress=progress, results=results)
+            chosen, table = choose_lrs(setup, grids, results)
+            wider = extend_grids(setup, grids, chosen)
+            if wider == grids:
+                break
+            grids = wider
     recorded = setup_lrs(setup)
-    disagree = [f"{task} {label}: search {lr:g}, config {recorded[(task, label)]:g}"
-                for (task, label), lr in chosen.items() if lr != recorded[(task, label)]]
+    disagree = [f"{task} {label} r={r}: search {c['lr']:g}, config "
+                f"{recorded.get((task, label, r), recorded[(task, label)]):g}"
+                for (task, label, r), c in chosen.items()
+                if c["lr"] != recorded.get((task, label, r), recorded[(task, label)])]
     write_json(out_dir / "learning_rate_tuning.json",
-               {"setup": setup.name, "chosen": lrs_table(chosen), "runs": table})
+               {"setup": setup.name, "tuning_seeds": list(setup.tuning_seeds),
+                "chosen": [{"task": t, "targets": label, "r": r, "grid": grids[(t, label, r)], **c}
+                           for (t, label, r), c in chosen.items()],
+                "runs": table})
     if table:
         write_csv(out_dir / "learning_rate_tuning.csv", table)
     return {"chosen": chosen, "recorded": recorded, "disagree": disagree}
