@@ -36,8 +36,8 @@ def load_data(name: str, module, figures_dir: str | Path):
     """What ``compute()``/``run()`` returned for ``name``, read back from its JSON file(s);
     None if a file is missing (the experiment has not been run into this folder)."""
     figures_dir = Path(figures_dir)
-    stems = getattr(module, "FIGURES", None)
-    if stems is None:  # a variant: one file named after it, holding run()'s dict
+    stems = getattr(module, "FIGURES", None) if hasattr(module, "compute") else None
+    if stems is None:  # a variant or a timing: one file named after it, holding run()'s dict
         path = figures_dir / f"{name}.json"
         return json.loads(path.read_text()) if path.exists() else None
     paths = [figures_dir / f"{stem}.json" for stem in stems]
