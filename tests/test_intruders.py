@@ -88,7 +88,7 @@ def test_lambda_one_changes_nothing(case_k):
     """With λ = 1, W' = W + 0 · Σ σ_i u_i v_iᵀ is W, bit for bit (a −0.0 entry could come back
     +0.0; drawn W has none); W itself is never modified.
 
-    Source: Shuttleworth et al. 2024, Section 5 (scaling the intruders' singular values by λ);
+    Source: Shuttleworth et al. 2024, the intervention on the intruders' singular values (Figure 8);
     PEFT src/peft/tuners/lora/intruders.py.
     """
     case, top_k = case_k
@@ -104,7 +104,7 @@ def test_only_the_intruders_singular_values_scale(case_k, lam):
     kept, and every other singular triplet of W (non-intruders, and intruders below the top_k)
     is untouched.
 
-    Source: Shuttleworth et al. 2024, Section 5; PEFT src/peft/tuners/lora/intruders.py.
+    Source: Shuttleworth et al. 2024, Figure 8; PEFT src/peft/tuners/lora/intruders.py.
     """
     case, top_k = case_k
     W_reduced = intruders.reduce_intruders(case.W0, case.W, top_k, mitigation_lambda=lam)
@@ -122,7 +122,7 @@ def test_intruder_count_falls_as_lambda_falls(case_k, lam1, lam2):
     (same top_k and ε): scaled intruders drop out of the top_k, and what enters in their place
     is W's next singular vectors, intruders or not.
 
-    Source: Shuttleworth et al. 2024, Section 5 and Figure 8 (λ from 1 down to 0).
+    Source: Shuttleworth et al. 2024, Figure 8 (λ from 1 down to 0).
     """
     case, top_k = case_k
     lam2, lam1 = sorted([lam1, lam2])
@@ -140,7 +140,7 @@ def test_lambda_zero_removes_the_intruders(case_k):
     in its top_k are exactly those of W ranked k+1 .. k+|I| (they move up into the window); none
     when W's intruders all lie in its top_k (top_k <= n − |all intruders| here).
 
-    Source: Shuttleworth et al. 2024, Section 5; PEFT src/peft/tuners/lora/intruders.py.
+    Source: Shuttleworth et al. 2024, Figure 8; PEFT src/peft/tuners/lora/intruders.py.
     """
     case, top_k = case_k
     W_reduced = intruders.reduce_intruders(case.W0, case.W, top_k, mitigation_lambda=0.0)
