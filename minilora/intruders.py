@@ -60,8 +60,8 @@ def _intruder_mask(W0, U, top_k: int, threshold_epsilon: float):
     else 0.0: an (n,) array over all n = min(out, in) singular indices."""
     k = min(top_k, U.shape[1])
     intruder = max_cosines(U[:, :k], W0) < threshold_epsilon  # (k,)
-    mask = xp.zeros((U.shape[1],), dtype=U.dtype)  # (n,)
-    return xp.concat([xp.astype(intruder, U.dtype), mask[k:]])
+    unexamined = xp.zeros((U.shape[1] - k,), dtype=U.dtype)  # ranks k .. n − 1
+    return xp.concat([xp.astype(intruder, U.dtype), unexamined])  # (n,)
 
 
 def _scaled(W0, W, top_k, threshold_epsilon, mitigation_lambda):
@@ -73,7 +73,11 @@ def _scaled(W0, W, top_k, threshold_epsilon, mitigation_lambda):
 
 
 def intruder_indices(W0, W, top_k: int = 10, threshold_epsilon: float = 0.5) -> list[int]:
-    """The indices i < top_k (largest singular value first) of W's intruder dimensions."""
+    """The indices i < top_k (largest singular value first) of W's intruder dimensions.
+
+    W0 comes first here, as in W = W0 + ΔW (``analysis.intruder_dimensions``, which counts
+    them, takes the fine-tuned W first).
+    """
     top_k, threshold_epsilon = _check_arguments("intruder_indices", top_k, threshold_epsilon)
     _check_weights(W0, W, "intruder_indices")
     U = xp.linalg.svd(W, full_matrices=False)[0]  # (out, n)
