@@ -6,7 +6,8 @@ Three tools, each a few lines of linear algebra on backend arrays (``xp.linalg.s
 * :func:`subspace_similarity` φ (Eq. 4): how much the top directions of two adapters overlap.
 * :func:`projection_norm` and :func:`amplification_factor` (Table 7): how ΔW relates to W.
 * :func:`intruder_dimensions` (after the paper): top singular vectors of a fine-tuned W that
-  resemble none of the pre-trained W's.
+  resemble none of the pre-trained W's (scaling them down: ``minilora.intruders``).
+* :func:`effective_rank` (after the paper): how many singular values hold 90% of ΔW's energy.
 
 Layout is PyTorch's: ``A`` is (r, in), ``W`` and ``ΔW`` are (out, in).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from . import backend
 from .backend import xp
+from .validation import check_real
 
 
 def _right_singular_vectors(A):
@@ -113,13 +115,19 @@ def amplification_factor(W, delta_W, r: int) -> float:
 
 def max_cosine_similarities(W_finetuned, W_pretrained, k: int = 10):
     """For each of the top-k left singular vectors of the fine-tuned W, the largest |cosine|
-    with any left singular vector of the pre-trained W: a (k,) array in [0, 1].
+    with any left singular vector of the pre-trained W: a (k,) array in [0, 1]."""
+    U_ft = xp.linalg.svd(W_finetuned, full_matrices=False)[0][:, :k]  # (out, k)
+    return max_cosines(U_ft, W_pretrained)
+
+
+def max_cosines(U, W_pretrained):
+    """max_j |⟨U[:, i], u⁰_j⟩| over the left singular vectors u⁰_j of W_pretrained, for each
+    unit column U[:, i]: a (k,) array in [0, 1].
 
     Singular vectors are unit length and defined up to sign, hence |cosine| = |⟨u, u'⟩|.
     """
-    U_ft = xp.linalg.svd(W_finetuned, full_matrices=False)[0][:, :k]  # (out, k)
     U_0 = xp.linalg.svd(W_pretrained, full_matrices=False)[0]  # (out, min(out, in))
-    cosines = xp.abs(xp.matmul(xp.matrix_transpose(U_ft), U_0))  # (k, out) @ (out, n) -> (k, n)
+    cosines = xp.abs(xp.matmul(xp.matrix_transpose(U), U_0))  # (k, out) @ (out, n) -> (k, n)
     return xp.max(cosines, axis=1)
 
 
@@ -134,3 +142,26 @@ def intruder_dimensions(W_finetuned, W_pretrained, k: int = 10, threshold: float
     """
     return int(xp.sum(xp.astype(max_cosine_similarities(W_finetuned, W_pretrained, k)
                                 < threshold, xp.int64)))
+
+
+def effective_rank(delta_W, energy: float = 0.9) -> int:
+    """The number of singular values of ΔW that hold ``energy`` of its energy ‖ΔW‖_F² = Σ σ_i²:
+
+        effective_rank(ΔW) = min { k : σ_1² + … + σ_k² ≥ energy · (σ_1² + … + σ_n²) }
+
+    (Biderman et al. 2024, "LoRA Learns Less and Forgets Less": the rank needed to explain 90%
+    of the variance of the weight perturbation). A rank-r update gives at most r; c·ΔW gives
+    the same as ΔW (the fraction is scale-free); ΔW = 0 holds no energy and gives 0.
+    """
+    energy = check_real("effective_rank: energy", energy, low=0.0, high=1.0, low_open=True)
+    if len(delta_W.shape) != 2 or 0 in delta_W.shape:
+        raise ValueError(f"effective_rank: delta_W must be a non-empty matrix (out, in), "
+                         f"got shape {tuple(delta_W.shape)}")
+    if not bool(xp.all(xp.isfinite(delta_W))):
+        raise ValueError("effective_rank: delta_W has NaN or infinite entries")
+    S = xp.linalg.svdvals(delta_W)  # (min(out, in),), largest first
+    held = xp.cumulative_sum(S * S)  # held[k-1] = σ_1² + … + σ_k²
+    total = float(held[-1])  # the same sum, so energy = 1 is reached at the last term
+    if total == 0.0:
+        return 0
+    return int(xp.sum(xp.astype(held < energy * total, xp.int64))) + 1

@@ -10,8 +10,8 @@ import scipy.linalg
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minilora import analysis, backend
-from minilora.testing import known_svd, orthonormal, subspace_shapes
+from minilora import analysis, backend, intruders
+from minilora.testing import known_svd, orthonormal, seeds, subspace_shapes
 
 pytestmark = [pytest.mark.lesson07, pytest.mark.lesson08]  # subspaces (07), ΔW and intruders (08)
 
@@ -179,17 +179,73 @@ def test_analysis_runs_on_a_strict_array_api_namespace():
     A1, A2, W, D = (rng.standard_normal(s) for s in [(4, 16), (8, 16), (16, 16), (16, 16)])
     expected = (analysis.subspace_similarity(A1, A2, 2, 5),
                 np.asarray(analysis.subspace_similarity_grid(A1, A2)),
-                analysis.delta_w_projections(W, D, 4), analysis.intruder_dimensions(W + D, W))
+                analysis.delta_w_projections(W, D, 4), analysis.intruder_dimensions(W + D, W),
+                analysis.effective_rank(D), intruders.reduce_intruders(W, W + D))
     backend.use(strict)
     try:
         to = lambda a: strict.asarray(a)  # noqa: E731
         got = (analysis.subspace_similarity(to(A1), to(A2), 2, 5),
                np.asarray(analysis.subspace_similarity_grid(to(A1), to(A2))),
                analysis.delta_w_projections(to(W), to(D), 4),
-               analysis.intruder_dimensions(to(W + D), to(W)))
+               analysis.intruder_dimensions(to(W + D), to(W)),
+               analysis.effective_rank(to(D)), intruders.reduce_intruders(to(W), to(W + D)))
     finally:
         backend.use("numpy")
     assert got[0] == pytest.approx(expected[0])
     np.testing.assert_allclose(got[1], expected[1], atol=1e-12)
     assert got[2] == pytest.approx(expected[2])
-    assert got[3] == expected[3]
+    assert got[3] == expected[3] and got[4] == expected[4]
+    np.testing.assert_allclose(np.asarray(got[5]), expected[5], atol=1e-12)
+
+
+@pytest.mark.law(lesson=8)
+@given(st.integers(1, 12), st.integers(1, 12), st.integers(1, 6), st.floats(0.01, 1.0), seeds)
+def test_a_rank_k_update_has_effective_rank_at_most_k(m, n, k, energy, seed):
+    """ΔW = B A with B (m, k), A (k, n) holds all its energy in k singular values:
+    effective_rank(ΔW, energy) <= k for every energy ∈ (0, 1], and it grows with energy.
+
+    Source: Biderman et al. 2024, "LoRA Learns Less and Forgets Less" (the rank needed to explain
+    90% of the variance of the weight perturbation).
+    """
+    rng = np.random.default_rng(seed)
+    delta = rng.standard_normal((m, k)) @ rng.standard_normal((k, n))  # (m, n), rank <= k
+    rank = analysis.effective_rank(delta, energy)
+    assert 1 <= rank <= min(k, m, n)
+    assert analysis.effective_rank(delta, energy / 2) <= rank <= analysis.effective_rank(delta, 1.0)
+
+
+@pytest.mark.law(lesson=8)
+@given(st.integers(2, 12), st.integers(2, 12), st.floats(1e-3, 1e3) | st.floats(-1e3, -1e-3),
+       seeds)
+def test_effective_rank_is_scale_free(m, n, c, seed):
+    """effective_rank(c ΔW) = effective_rank(ΔW) for c ≠ 0: σ_i(c ΔW) = |c| σ_i(ΔW), and the
+    fraction of energy held by the top k does not change.
+
+    Source: Biderman et al. 2024, "LoRA Learns Less and Forgets Less" (spectrum of ΔW).
+    """
+    delta = np.random.default_rng(seed).standard_normal((m, n))
+    assert analysis.effective_rank(c * delta) == analysis.effective_rank(delta)
+
+
+def test_effective_rank_of_a_known_spectrum():
+    rng = np.random.default_rng(0)
+    U, V = orthonormal(6, 4, rng), orthonormal(5, 4, rng)
+    delta = (U * np.sqrt([0.5, 0.3, 0.15, 0.05])) @ V.T  # energies 0.5, 0.3, 0.15, 0.05
+    assert [analysis.effective_rank(delta, e) for e in (0.4, 0.7, 0.9, 0.97, 1.0)] == [1, 2, 3, 4, 4]
+    assert analysis.effective_rank(np.zeros((3, 4))) == 0
+    assert analysis.effective_rank(np.eye(10)) == 9  # 9 of 10 equal values hold 90%
+
+
+@pytest.mark.parametrize("energy, kind", [(0.0, ValueError), (-0.5, ValueError),
+                                          (1.5, ValueError), (float("nan"), ValueError),
+                                          ("0.9", TypeError), (True, TypeError)])
+def test_effective_rank_checks_energy(energy, kind):
+    with pytest.raises(kind, match="effective_rank: energy"):
+        analysis.effective_rank(np.eye(3), energy)
+
+
+@pytest.mark.parametrize("delta", [np.ones(3), np.ones((2, 0)), np.ones((2, 2, 2)),
+                                   np.full((2, 2), np.inf)])
+def test_effective_rank_checks_delta_w(delta):
+    with pytest.raises(ValueError, match="effective_rank: delta_W"):
+        analysis.effective_rank(delta)
