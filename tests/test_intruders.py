@@ -17,7 +17,7 @@ from minilora.lora import LoraConfig, get_lora_model
 from minilora.model import GPT, GPTConfig
 from minilora.testing import assert_bits_equal, assert_close, orthonormal, seeds
 
-pytestmark = pytest.mark.analysis
+pytestmark = pytest.mark.lesson08
 
 SPREAD = scipy.linalg.hadamard(8) / np.sqrt(8)  # orthogonal; |entry| = 0.354 < ε = 0.5
 N_SPREAD = 8

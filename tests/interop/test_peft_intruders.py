@@ -19,7 +19,7 @@ from minilora.intruders import reduce_intruder_dimension  # noqa: E402
 from minilora.lora import LoraConfig, get_lora_model  # noqa: E402
 from minilora.model import GPT, GPTConfig  # noqa: E402
 
-pytestmark = [pytest.mark.interop, pytest.mark.analysis]
+pytestmark = [pytest.mark.interop, pytest.mark.lesson08]
 
 TOL = {"float32": 1e-5, "float64": 1e-10}  # ‖ΔW'_minilora − ΔW'_PEFT‖_F / (‖W0‖_F + ‖ΔW'‖_F)
 IDX = np.random.default_rng(0).integers(0, 13, (3, 8))
