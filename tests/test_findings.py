@@ -7,7 +7,7 @@ import pytest
 from minilora.cli import main
 from minilora.experiments import findings
 
-pytestmark = pytest.mark.experiments
+pytestmark = pytest.mark.lesson06
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES, README = ROOT / "figures", ROOT / "README.md"

@@ -9,7 +9,7 @@ from minilora.model import GPT, GPTConfig
 from minilora.testing import seeds
 from minilora.train import IGNORE_INDEX, evaluate
 
-pytestmark = pytest.mark.experiments
+pytestmark = pytest.mark.lesson06
 
 L = tasks.SEQ_LEN
 sizes = st.integers(1, 3000)
