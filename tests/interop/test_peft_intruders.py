@@ -14,7 +14,7 @@ peft_intruders = pytest.importorskip("peft.tuners.lora.intruders",
 
 from minilora import analysis  # noqa: E402
 from minilora.adapters import save_adapter  # noqa: E402
-from minilora.bench_torch import build  # noqa: E402
+from minilora.bench.torch_twin import build  # noqa: E402
 from minilora.intruders import reduce_intruder_dimension  # noqa: E402
 from minilora.lora import LoraConfig, get_lora_model  # noqa: E402
 from minilora.model import GPT, GPTConfig  # noqa: E402
