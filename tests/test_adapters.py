@@ -288,7 +288,7 @@ def test_a_plain_adapter_relabelled_pissa_is_refused(tmp_path):
 
 # -- writing -------------------------------------------------------------------------------
 def test_files_get_the_mode_a_plain_write_gives(tmp_path):
-    from minilora.bench_report import write_json
+    from minilora.bench.report import write_json
     from minilora.experiments.common import write_csv
 
     mask = os.umask(0o022)
