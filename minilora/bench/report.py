@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from .fileio import atomic_write
+from ..fileio import atomic_write
 
 
 def _mib(n: int) -> str:
