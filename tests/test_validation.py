@@ -9,7 +9,7 @@ from minilora.lora import LoraConfig, get_lora_model
 from minilora.lora_layer import _pattern_value
 from minilora.model import GPT, GPTConfig
 
-pytestmark = pytest.mark.lora
+pytestmark = pytest.mark.lesson04
 
 CFG = GPTConfig(vocab_size=11, block_size=6, n_layer=2, n_head=2, n_embd=8)
 IDX = np.random.default_rng(0).integers(0, 11, (2, 6))
