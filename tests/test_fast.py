@@ -186,7 +186,7 @@ print(before == after and len(before) > 0, fast.is_enabled(), fast.allocator.app
 
 READING_PATH = ["backend", "tensor", "ops", "functional", "gradcheck", "nn", "model", "optim",
                 "train", "lora_layer", "lora"]  # what an instructor reads to understand LoRA
-BESIDE_IT = ["adapter_management", "validation"]  # chapters the reading path imports, which an
+BESIDE_IT = ["adapter_management", "backend_cupy", "validation"]  # chapters the reading path imports, which an
 # instructor may skip; they obey the same rules, or the reading path would import through them
 
 
