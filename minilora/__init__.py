@@ -1,8 +1,10 @@
 """minilora: LoRA (Hu et al. 2021) from scratch, on a small NumPy autograd engine.
 
 Read the package in this order: backend, tensor, ops, functional, gradcheck, nn, model, optim,
-train, then lora_layer and lora. What builds on them: variants/ (QLoRA, DoRA, LoRA+),
-experiments/, bench/; fast/ holds the fast path, off unless ``minilora.fast.enable()``.
+train, then lora_layer and lora. Beside them, skippable on a first reading: validation,
+lr_scheduler, backend_cupy, adapter_management (PEFT's adapter conveniences, which LoraModel
+inherits). What builds on them: variants/ (QLoRA, DoRA, LoRA+, PiSSA), experiments/, bench/;
+fast/ holds the fast path, off unless ``minilora.fast.enable()``.
 """
 __version__ = "0.1.0"
 

@@ -26,7 +26,7 @@ import numpy as np  # adapter files are host-side I/O
 from . import __version__, backend
 from .fileio import atomic_write_files
 from .lora import LoraModel, find_targets, get_lora_model
-from .lora_layer import LoraConfig, LoraLinear, lora_scaling, pissa_factors
+from .lora_layer import INITS, LoraConfig, LoraLinear, lora_scaling
 from .nn import Module
 from .safetensors_np import SafetensorsError, read_safetensors
 from .validation import check_bool
@@ -56,9 +56,9 @@ def base_signature(model: Module, paths: list[str], config: LoraConfig | None = 
     signature = {}
     for path in paths:
         W0 = _base_weight(model.get_submodule(path))
-        if config is not None and config.init_lora_weights == "pissa":
-            r = config.rank_for(path)
-            W0 = pissa_factors(W0, r, lora_scaling(r, config.alpha_for(path), config.use_rslora))[2]
+        if config is not None and config.init_lora_weights in INITS:  # PiSSA rewrites W0
+            r, init = config.rank_for(path), INITS[config.init_lora_weights]
+            W0 = init(W0, r, lora_scaling(r, config.alpha_for(path), config.use_rslora))[2]
         W = backend.to_numpy(W0).astype(np.float64)
         signs = np.random.default_rng(0).choice([-1.0, 1.0], size=W.shape)
         signature[path] = [float(np.linalg.norm(W)), float((W * signs).sum())]

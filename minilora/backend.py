@@ -43,22 +43,6 @@ class _ActiveNamespace:
 xp = _ActiveNamespace()
 
 
-def _load_cupy() -> ModuleType:
-    try:
-        import cupy
-        import array_api_compat.cupy as cupy_xp  # the array-API names (permute_dims, concat, ...)
-    except ImportError as err:
-        raise RuntimeError(
-            "the CuPy backend needs CuPy and array-api-compat: "
-            "pip install 'minilora[gpu]' (or cupy-cuda11x / cupy-cuda12x for your CUDA)"
-        ) from err
-    try:
-        cupy.cuda.runtime.getDeviceCount()
-    except Exception as err:  # CuPy raises its own CUDARuntimeError without a GPU
-        raise RuntimeError(f"CuPy is installed but no usable GPU was found: {err}") from err
-    return cupy_xp
-
-
 def use(backend: str | ModuleType) -> None:
     """Select the array namespace: ``"numpy"``, ``"cupy"``, or any array-API module.
 
@@ -69,7 +53,8 @@ def use(backend: str | ModuleType) -> None:
         if name == "numpy":
             module = np
         elif name == "cupy":
-            module = _load_cupy()
+            from .backend_cupy import load  # CuPy is optional: imported only when asked for
+            module = load()
         else:
             raise ValueError(f"unknown backend {backend!r}: expected 'numpy' or 'cupy'")
     else:

@@ -6,15 +6,13 @@ replaces each targeted ``Linear`` by a :class:`LoraLinear` *in place*, freezes e
 and returns a :class:`LoraModel` that manages the adapters (PEFT's ``get_peft_model``). One base
 model can carry many named adapters (a domain, a task, a user) and switch between them; a merged
 model switches by subtracting B A and adding B' A' (Section 4.2, "no additional latency").
+Switching, deleting, combining, saving and counting them are PEFT's conveniences, which
+:class:`LoraModel` inherits from adapter_management.py; this file is the LoRA itself.
 """
 from __future__ import annotations
 
-import os
-import re
-import warnings
-from contextlib import contextmanager
-
 from . import backend
+from .adapter_management import AdapterManagement, check_adapter_fits
 from .lora_layer import LoraConfig, LoraLinear, lora_scaling, matches_target
 from .nn import Linear, Module
 from .validation import fail
@@ -56,7 +54,7 @@ def _parent(model: Module, path: str) -> tuple[Module, str]:
     return model.get_submodule(head), leaf
 
 
-class LoraModel(Module):
+class LoraModel(AdapterManagement, Module):
     """A model whose targeted Linears carry LoRA adapters (``self.model`` is the wrapped model).
 
     Calling it calls the model. Only the active adapter's A and B require grad.
@@ -95,23 +93,7 @@ class LoraModel(Module):
         if any(layer.merged for _, layer in self.lora_layers()):
             raise ValueError("add_adapter: unmerge the merged adapters first")
         targets = find_targets(self.model, config)  # raises before anything changes
-        needed, too_wide = 0, []
-        for path in targets:
-            layer = self.model.get_submodule(path)
-            r, full = config.rank_for(path), min(layer.in_features, layer.out_features)
-            if r > full and config.init_lora_weights == "pissa":
-                raise ValueError(f"{path}: init_lora_weights='pissa' needs r <= min(in, out)="
-                                 f"{full} (W0 has only that many singular vectors), got r={r}")
-            if r > full:
-                too_wide.append(f"{path}: r={r} exceeds min(in, out)={full}; it adds parameters "
-                                f"but no expressivity")
-            needed += r * (layer.in_features + layer.out_features) * _itemsize(layer)
-        if needed > _physical_memory():
-            raise ValueError(f"add_adapter: LoraConfig.r={config.r} (rank_pattern "
-                             f"{config.rank_pattern}) needs {needed / 2**30:.3g} GiB for A and B, "
-                             f"more than this machine's {_physical_memory() / 2**30:.3g} GiB")
-        for message in too_wide:
-            warnings.warn(message, stacklevel=2)
+        check_adapter_fits(self.model, targets, config)  # ranks and memory
         gen = backend.Generator(seed)
         originals = {path: self.model.get_submodule(path) for path in targets}
         try:
@@ -134,47 +116,6 @@ class LoraModel(Module):
         self.peft_config[adapter_name] = config
         self._set_trainable()
 
-    def set_adapter(self, adapter_name: str | list[str]) -> None:
-        """Make ``adapter_name`` (or several) the active adapter(s): used in forward, trainable."""
-        names = [adapter_name] if isinstance(adapter_name, str) else adapter_name
-        if not isinstance(names, (list, tuple)) or not names \
-                or not all(isinstance(n, str) for n in names):
-            fail("set_adapter: adapter_name", adapter_name, f"an adapter name or a non-empty "
-                 f"list of them; adapters: {list(self.peft_config)}", TypeError)
-        names = list(names)
-        unknown = [n for n in names if n not in self.peft_config]
-        if unknown:
-            raise ValueError(f"unknown adapter(s) {unknown}; adapters: {list(self.peft_config)}")
-        for _, layer in self.lora_layers():
-            layer.active_adapters = [n for n in names if n in layer.lora_A]
-        self.active_adapter = adapter_name
-        self._set_trainable()
-
-    @property
-    def active_adapters(self) -> list[str]:
-        return [self.active_adapter] if isinstance(self.active_adapter, str) \
-            else list(self.active_adapter)
-
-    def delete_adapter(self, adapter_name: str) -> None:
-        if adapter_name not in self.peft_config:
-            raise ValueError(f"unknown adapter {adapter_name!r}; adapters: {list(self.peft_config)}")
-        layers = [layer for _, layer in self.lora_layers() if adapter_name in layer.lora_A]
-        if any(adapter_name in layer.merged_adapters for layer in layers):
-            raise ValueError(f"adapter {adapter_name!r} is merged; unmerge_adapter() first")
-        for layer in layers:
-            layer.delete_adapter(adapter_name)
-        del self.peft_config[adapter_name]
-        remaining = [n for n in self.active_adapters if n != adapter_name]
-        if not remaining and self.peft_config:  # as PEFT: the first of the others, by name
-            remaining = sorted(self.peft_config)[:1]
-            warnings.warn(f"adapter {adapter_name!r} was active and is deleted; the active "
-                          f"adapter is now {remaining[0]!r}", stacklevel=2)
-        if remaining:
-            self.set_adapter(remaining[0] if len(remaining) == 1 else remaining)
-        else:
-            self.active_adapter = []
-            self._set_trainable()
-
     def _set_trainable(self) -> None:
         """Freeze the base; train the active adapters' A and B, DoRA's magnitude m (and
         biases, per config.bias)."""
@@ -194,20 +135,6 @@ class LoraModel(Module):
             for name, p in self.model.named_parameters():
                 if name.endswith("bias"):
                     p.requires_grad = True
-
-    @contextmanager
-    def disable_adapter(self):
-        """Run the base model alone inside the ``with`` block (adapters must be unmerged)."""
-        layers = [layer for _, layer in self.lora_layers()]
-        if any(layer.merged for layer in layers):
-            raise RuntimeError("disable_adapter: adapters are merged; unmerge_adapter() first")
-        for layer in layers:
-            layer.disable_adapters = True
-        try:
-            yield self
-        finally:
-            for layer in layers:
-                layer.disable_adapters = False
 
     # -- merging -----------------------------------------------------------------------------
     def merge_adapter(self, adapter_names: list[str] | None = None, safe_merge: bool = False) -> None:
@@ -259,60 +186,6 @@ class LoraModel(Module):
     def unload(self) -> Module:
         """Return the model with plain Linears and the adapters dropped (W = W0)."""
         return self._replace_layers(merge=False)
-
-    # -- combining adapters ------------------------------------------------------------------
-    def add_weighted_adapter(self, adapters: list[str], weights: list[float], adapter_name: str,
-                             combination_type: str = "svd", svd_rank: int | None = None) -> None:
-        """A new adapter from existing ones (PEFT's ``add_weighted_adapter``), scaling 1:
-
-        "cat": A = [w_i s_i A_i] stacked, B = [B_i] side by side: ΔW = Σ w_i ΔW_i exactly,
-               rank Σ r_i.
-        "linear": A = Σ √(w_i s_i) A_i, B = Σ √(w_i s_i) B_i (same r; PEFT's current
-               formula): cheap, but B A then has cross terms B_i A_j, so it is Σ w_i ΔW_i
-               only for a single adapter.
-        "svd": the best rank-k factorization (Eckart–Young) of Σ w_i ΔW_i per layer,
-               k = svd_rank or max r_i.
-        """
-        from .combine import add_weighted_adapter  # the recipes, in a chapter of their own
-        add_weighted_adapter(self, adapters, weights, adapter_name, combination_type, svd_rank)
-
-    # -- files (PEFT's method names; the code lives in adapters.py, which builds on this one) --
-    def save_pretrained(self, directory, adapter_name: str | None = None):
-        """Write one adapter as ``adapter_config.json`` + ``adapter_model.safetensors``."""
-        from .adapters import save_adapter
-        if adapter_name is None and not self.active_adapters:
-            raise ValueError(f"save_pretrained: no active adapter to save (adapters: "
-                             f"{list(self.peft_config)}); pass adapter_name")
-        return save_adapter(self, directory, adapter_name or self.active_adapters[0])
-
-    def load_adapter(self, directory, adapter_name: str, is_trainable: bool = False) -> None:
-        """Load a saved adapter beside the existing ones and make it active."""
-        from .adapters import load_adapter
-        load_adapter(self, directory, adapter_name, is_trainable)
-
-    # -- accounting --------------------------------------------------------------------------
-    def get_nb_trainable_parameters(self) -> tuple[int, int]:
-        """(trainable, all) parameter counts, adapters included in "all" as PEFT counts them."""
-        return self.model.num_parameters(only_trainable=True), self.model.num_parameters()
-
-    def print_trainable_parameters(self) -> None:
-        """PEFT's line: ``trainable params: 12,288 || all params: 1,234,567 || trainable%: 0.9953``."""
-        trainable, total = self.get_nb_trainable_parameters()
-        print(f"trainable params: {trainable:,d} || all params: {total:,d} || "
-              f"trainable%: {100 * trainable / total:.4f}")
-
-
-def _itemsize(layer) -> int:
-    """Bytes per element of A and B, which take the base weight's dtype."""
-    base = getattr(layer, "base_layer", layer)
-    return {"float16": 2, "bfloat16": 2, "float32": 4}.get(backend.dtype_name(base.weight.dtype), 8)
-
-
-def _physical_memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not POSIX: no estimate, no limit
-        return 2**63
 
 
 def get_lora_model(model: Module, config: LoraConfig, adapter_name: str = "default",

@@ -12,7 +12,8 @@ Names and layout follow PEFT (``lora_A``, ``lora_B``, ``scaling``, ``base_layer`
 Variants extend the layer without the layer knowing them, as in PEFT's
 ``tuners/lora/variants.py``: a :class:`LoraVariant` is called through four hooks (init,
 forward, merge, unmerge), and registers itself in :data:`VARIANTS` under the flag that asks for
-it (``use_dora``: minilora/variants/dora.py). The base may be any Linear, a 4-bit one included
+it (``use_dora``: minilora/variants/dora.py); an init computed from W0 (PiSSA's) registers
+in :data:`INITS`. The base may be any Linear, a 4-bit one included
 (minilora/variants/linear4bit.py keeps its own rules).
 """
 from __future__ import annotations
@@ -29,7 +30,9 @@ from .tensor import Tensor
 from .validation import (check_bool, check_choice, check_int, check_pattern, check_real,
                          check_targets)
 
-INIT_CHOICES = (True, False, "gaussian", "pissa")
+INIT_CHOICES = (True, False, "gaussian")  # and the names in INITS
+INITS: dict = {}  # init_lora_weights name -> f(W0, r, scaling) giving A, B and the new W0; each
+# init's module adds itself ("pissa": minilora/variants/pissa.py)
 
 
 @dataclass
@@ -58,7 +61,7 @@ class LoraConfig:
         self.use_rslora = check_bool(where + "use_rslora", self.use_rslora)
         self.use_dora = check_bool(where + "use_dora", self.use_dora)
         self.init_lora_weights = check_choice(where + "init_lora_weights",
-                                              self.init_lora_weights, INIT_CHOICES)
+                                              self.init_lora_weights, (*INIT_CHOICES, *INITS))
         self.bias = check_choice(where + "bias", self.bias, ("none", "all", "lora_only"))
         self.rank_pattern = check_pattern(where + "rank_pattern", self.rank_pattern,
                                           lambda at, v: check_int(at, v, low=1))
@@ -101,19 +104,6 @@ def matches_target(path: str, targets) -> bool:
 def lora_scaling(r: int, lora_alpha: float, use_rslora: bool = False) -> float:
     """alpha / r (the paper), or alpha / √r (rsLoRA: keeps the update's size stable in r)."""
     return lora_alpha / math.sqrt(r) if use_rslora else lora_alpha / r
-
-
-def pissa_factors(W0, r: int, scaling: float):
-    """PiSSA (Meng et al. 2024): A, B from W0's top-r singular triplets, and the residual base.
-
-    W0 = U diag(S) Vh; A = √(S_r/s) Vh_r, B = U_r √(S_r/s), so s·B A is W0's best rank-r part
-    and W0 − s·B A (what the frozen base keeps) is the rest.
-    """
-    U, S, Vh = xp.linalg.svd(W0, full_matrices=False)
-    root = xp.sqrt(S[:r] / scaling)  # split √(S/scaling) between B and A
-    A = root[:, None] * Vh[:r, :]  # (r, in)
-    B = U[:, :r] * root[None, :]  # (out, r)
-    return A, B, W0 - scaling * xp.matmul(B, A)
 
 
 class LoraVariant:
@@ -178,7 +168,8 @@ class LoraLinear(Module):
 
         True: A ~ U(−1/√in, 1/√in) (Kaiming-uniform, a = √5, as loralib and PEFT), B = 0.
         "gaussian": A ~ N(0, 1/r²) (the paper's Gaussian; PEFT's std), B = 0.
-        "pissa": A, B from the top-r singular triplets of W0; W0 keeps only the residual.
+        "pissa": A, B from the top-r singular triplets of W0; W0 keeps only the residual
+        (an init in :data:`INITS`, minilora/variants/pissa.py).
         False: A and B both random (ΔW ≠ 0 from the start; for debugging and tests).
         ``use_dora``: the DoRA variant (:data:`VARIANTS`) adds its magnitude vector.
         """
@@ -186,21 +177,19 @@ class LoraLinear(Module):
             raise ValueError(f"adapter {adapter_name!r} already exists in this layer")
         LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,  # same checks
                    init_lora_weights=init_lora_weights)
-        if init_lora_weights == "pissa" and r > min(self.in_features, self.out_features):
-            raise ValueError(f"init_lora_weights='pissa' needs r <= min(in, out)="
-                             f"{min(self.in_features, self.out_features)}, got r={r}")
+        scaling = lora_scaling(r, lora_alpha, use_rslora)
+        init = INITS.get(init_lora_weights)  # an init computed from W0 itself (PiSSA)
+        factors = init(self.base_layer.weight.data, r, scaling) if init else None  # may refuse r
         gen = generator or backend.default_generator()
         dtype = backend.dtype_name(self.base_layer.weight.dtype)
         A = Linear(self.in_features, r, bias=False, generator=gen, dtype=dtype)  # U(±1/√in)
         B = Linear(r, self.out_features, bias=False, generator=gen, dtype=dtype)  # U(±1/√r)
-        scaling = lora_scaling(r, lora_alpha, use_rslora)
         if init_lora_weights == "gaussian":
             A.weight.data = gen.normal(A.weight.shape, std=1.0 / r, dtype=dtype)
         if init_lora_weights in (True, "gaussian"):
             B.weight.data = xp.zeros_like(B.weight.data)
-        elif init_lora_weights == "pissa":
-            A.weight.data, B.weight.data, self.base_layer.weight.data = pissa_factors(
-                self.base_layer.weight.data, r, scaling)
+        elif factors is not None:
+            A.weight.data, B.weight.data, self.base_layer.weight.data = factors
         self.lora_A[adapter_name], self.lora_B[adapter_name] = A, B
         self.lora_dropout[adapter_name] = Dropout(lora_dropout, generator=gen)
         self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha

@@ -14,7 +14,7 @@ from . import functional as F
 from .backend import xp
 from .nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList
 from .tensor import Tensor, no_grad
-from .validation import check_int, check_real, fail
+from .validation import check_int, check_real, check_token_ids
 
 
 @dataclass(frozen=True)
@@ -115,27 +115,12 @@ class GPT(Module):
 
     def forward(self, idx) -> Tensor:
         """Logits (B, T, vocab_size) for token ids ``idx`` (B, T)."""
-        B, T = self._check_idx("GPT.forward", idx, self.config.block_size).shape
+        B, T = check_token_ids("GPT.forward", idx, self.config.block_size).shape
         positions = xp.arange(T)
         x = self.drop(self.wte(idx) + self.wpe(positions))  # (B, T, C) + (T, C) -> (B, T, C)
         for block in self.layers:
             x = block(x)
         return self.lm_head(self.ln_f(x))  # (B, T, C) -> (B, T, vocab_size)
-
-    def _check_idx(self, where: str, idx, block_size: int | None = None):
-        """Token ids as a (B, T) integer array with B, T >= 1 (and T <= block_size)."""
-        if isinstance(idx, (list, tuple)) or not hasattr(idx, "shape") or not hasattr(idx, "dtype"):
-            fail(where, idx, "a (B, T) array of token ids (use np.array for a list)", TypeError)
-        shape, dtype = tuple(idx.shape), backend.dtype_name(idx.dtype)
-        if len(shape) != 2 or 0 in shape:
-            raise ValueError(f"{where}: got an array of shape {shape}; allowed: shape (B, T) "
-                             f"with B, T >= 1 (for one sequence: idx[None])")
-        if "int" not in dtype:
-            raise TypeError(f"{where}: got an array of dtype {dtype}; allowed: integer token ids")
-        if block_size is not None and shape[1] > block_size:
-            raise ValueError(f"{where}: sequence length {shape[1]} exceeds block_size "
-                             f"{block_size}; allowed: at most {block_size}")
-        return idx
 
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, generator: backend.Generator | None = None):
@@ -143,7 +128,7 @@ class GPT(Module):
 
         ``temperature=0`` is greedy decoding; ``top_k`` keeps only the k likeliest tokens.
         """
-        out = xp.asarray(self._check_idx("GPT.generate: idx",
+        out = xp.asarray(check_token_ids("GPT.generate: idx",
                                          idx.data if isinstance(idx, Tensor) else idx))
         check_int("GPT.generate: max_new_tokens", max_new_tokens, low=0)
         check_real("GPT.generate: temperature", temperature, low=0)

@@ -1,4 +1,4 @@
-"""Optimizers (SGD, AdamW) and learning-rate schedules, with PyTorch's arguments and semantics.
+"""Optimizers (SGD, AdamW), with PyTorch's arguments and semantics (schedules: lr_scheduler.py).
 
 An optimizer holds only the parameters that require grad, so a LoRA model's optimizer state
 is the size of its adapters, not of the base model: ``state_bytes()`` measures that.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 
 from .backend import kernels, xp
+from .lr_scheduler import (LambdaLR, get_cosine_schedule_with_warmup,  # noqa: F401
+                           get_linear_schedule_with_warmup)  # re-exported: import them from here
 from .tensor import no_grad
 
 
@@ -116,43 +118,3 @@ class AdamW(Optimizer):
         v += (1 - b2) * (g * g)
         denom = xp.sqrt(v) * (1 / math.sqrt(1 - b2 ** t)) + group["eps"]  # √v̂ + eps
         p.data -= m / denom * (lr / (1 - b1 ** t))  # lr · m̂ / (√v̂ + eps)
-
-
-class LambdaLR:
-    """Sets each group's ``lr = initial_lr · lr_lambda(step)``; call ``step()`` after each update."""
-
-    def __init__(self, optimizer: Optimizer, lr_lambda):
-        self.optimizer, self.lr_lambda, self.last_step = optimizer, lr_lambda, 0
-        self._apply()
-
-    def _apply(self) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * self.lr_lambda(self.last_step)
-
-    def step(self) -> None:
-        self.last_step += 1
-        self._apply()
-
-    def get_last_lr(self) -> list[float]:
-        return [g["lr"] for g in self.optimizer.param_groups]
-
-
-def get_cosine_schedule_with_warmup(optimizer: Optimizer, num_warmup_steps: int,
-                                    num_training_steps: int, min_lr_ratio: float = 0.0) -> LambdaLR:
-    """Linear warmup from 0, then cosine decay to ``min_lr_ratio`` (Hugging Face's name)."""
-    def lr_lambda(step: int) -> float:
-        if step < num_warmup_steps:
-            return step / max(1, num_warmup_steps)
-        progress = min(1.0, (step - num_warmup_steps) / max(1, num_training_steps - num_warmup_steps))
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    return LambdaLR(optimizer, lr_lambda)
-
-
-def get_linear_schedule_with_warmup(optimizer: Optimizer, num_warmup_steps: int,
-                                    num_training_steps: int) -> LambdaLR:
-    """Linear warmup from 0, then linear decay to 0 (Hugging Face's name)."""
-    def lr_lambda(step: int) -> float:
-        if step < num_warmup_steps:
-            return step / max(1, num_warmup_steps)
-        return max(0.0, (num_training_steps - step) / max(1, num_training_steps - num_warmup_steps))
-    return LambdaLR(optimizer, lr_lambda)

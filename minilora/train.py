@@ -16,8 +16,9 @@ from typing import Callable
 
 from . import functional as F
 from .backend import xp
+from .lr_scheduler import LambdaLR
 from .nn import Module
-from .optim import LambdaLR, Optimizer
+from .optim import Optimizer
 from .tensor import no_grad
 
 IGNORE_INDEX = -100  # targets equal to this are left out of the loss and the accuracy

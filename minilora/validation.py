@@ -12,6 +12,8 @@ import math
 import numbers
 import re
 
+from . import backend
+
 
 def _show(value) -> str:
     text = repr(value)
@@ -103,3 +105,20 @@ def check_pattern(where: str, patterns, check_value) -> dict:
             fail(f"{where} key", key, f"a valid regex ({err})")
         checked[key] = check_value(f"{where}[{key!r}]", value)
     return checked
+
+
+def check_token_ids(where: str, idx, block_size: int | None = None):
+    """Token ids as a (B, T) integer array with B, T >= 1 (and T <= block_size): a model's
+    input, refused with what is allowed (a list, a 1-D sequence, floats, too long)."""
+    if isinstance(idx, (list, tuple)) or not hasattr(idx, "shape") or not hasattr(idx, "dtype"):
+        fail(where, idx, "a (B, T) array of token ids (use np.array for a list)", TypeError)
+    shape, dtype = tuple(idx.shape), backend.dtype_name(idx.dtype)
+    if len(shape) != 2 or 0 in shape:
+        raise ValueError(f"{where}: got an array of shape {shape}; allowed: shape (B, T) "
+                         f"with B, T >= 1 (for one sequence: idx[None])")
+    if "int" not in dtype:
+        raise TypeError(f"{where}: got an array of dtype {dtype}; allowed: integer token ids")
+    if block_size is not None and shape[1] > block_size:
+        raise ValueError(f"{where}: sequence length {shape[1]} exceeds block_size "
+                         f"{block_size}; allowed: at most {block_size}")
+    return idx

@@ -50,7 +50,7 @@ from ..model import GPT
 from ..nn import Module, Parameter
 from ..ops import cat
 from ..tensor import Tensor, no_grad
-from ..validation import check_choice, check_int, fail
+from ..validation import check_choice, check_int, check_token_ids, fail
 
 KINDS = ("embed", "layer")  # PreEmbed, PreLayer
 
@@ -120,7 +120,7 @@ class PrefixTuningModel(Module):
     def forward(self, idx) -> Tensor:
         """Logits (B, T, vocab_size) at the real positions of token ids ``idx`` (B, T)."""
         gpt = self.model
-        B, T = gpt._check_idx("PrefixTuningModel.forward", idx, self.config.block_size).shape
+        B, T = check_token_ids("PrefixTuningModel.forward", idx, self.config.block_size).shape
         if self.infix is not None and T <= self.infix_at:
             raise ValueError(f"PrefixTuningModel.forward: sequence length {T} leaves no token "
                              f"after infix_at={self.infix_at}; allowed: T > {self.infix_at}")
