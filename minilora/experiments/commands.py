@@ -42,7 +42,13 @@ def add_commands(commands) -> None:
         description="Pretrain (cached), run the sweep once, write figures/*.png with a .json "
                     "(and .csv tables) beside each.")
     _common(p)
-    p.set_defaults(run=_run_figures, experiments=None)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--after-paper", dest="group", action="store_const", const="after-paper",
+                       help="instead: the claims made since the paper (learning vs forgetting, "
+                            "the learning rate LoRA needs, intruder mitigation, capacity)")
+    group.add_argument("--baselines", dest="group", action="store_const", const="baselines",
+                       help="instead: LoRA against the paper's 2021 baselines (Figure 2)")
+    p.set_defaults(run=_run_figures, experiments=None, group=None)
     p = commands.add_parser(
         "tune", help="choose the learning rate of each (task, target set, r) on tuning seeds",
         description="The learning-rate search whose choice config.py records: every "
@@ -85,8 +91,14 @@ def _run_figures(args) -> int:
     if args.jobs < 1:
         raise SystemExit("minilora: --jobs must be at least 1")
     _check_out(args.out)
+    names = args.experiments
+    if getattr(args, "group", None):
+        from .figures import GROUPS
+        names = list(GROUPS[args.group])
+        if not names:
+            raise SystemExit(f"minilora: no experiments in the group {args.group!r} yet")
     with _executor(args.scheduler) as executor:
-        result = run_experiments(_setup(args), args.experiments, args.out, args.jobs,
+        result = run_experiments(_setup(args), names, args.out, args.jobs,
                                  executor=executor, progress=not args.no_progress)
     for path in result["files"]:
         print(path)

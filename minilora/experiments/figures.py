@@ -47,6 +47,20 @@ VARIANTS = {
 }
 
 
+# Two groups with the EXPERIMENTS interface, each run by a flag of its own with its own time
+# budget, so the paper's figures keep theirs: `minilora figures --after-paper` (claims made
+# since the paper: learning vs forgetting, the learning rate, intruder mitigation, capacity)
+# and `--baselines` (the paper's 2021 baselines against LoRA: Figure 2, Tables 2-4).
+AFTER_PAPER: dict = {}
+BASELINES: dict = {}
+GROUPS = {"after-paper": AFTER_PAPER, "baselines": BASELINES}
+
+
+def sweep_experiments() -> dict:
+    """Every experiment whose runs go through the sweep: the paper's and the two groups'."""
+    return {**EXPERIMENTS, **AFTER_PAPER, **BASELINES}
+
+
 # Timings (Table 1's latency): run(quick) and plot(data, png_path) like VARIANTS, measured in
 # this process after the sweep's workers are gone. Their data are measurements of this
 # machine: never byte-identical between runs, so kept apart from the data files that are.
@@ -69,16 +83,16 @@ def run_experiments(setup, names=None, out_dir: str | Path = "figures", jobs: in
                     executor=None, progress: bool = True, results: dict | None = None) -> dict:
     """Run the named experiments (all by default) and write their figures and data files.
 
-    Names come from EXPERIMENTS and VARIANTS. Returns ``{"files": [...], "timings": {...}}``;
+    Names come from EXPERIMENTS, VARIANTS, TIMINGS and the GROUPS (never run by default). Returns ``{"files": [...], "timings": {...}}``;
     timings go to stderr too, never into data. ``results`` (by run key) may hold runs done
     before: they are not run again.
     """
     names = list(names or [*EXPERIMENTS, *VARIANTS, *TIMINGS])
-    unknown = [n for n in names if n not in EXPERIMENTS and n not in VARIANTS
-               and n not in TIMINGS]
+    sweep = sweep_experiments()
+    known = [*sweep, *VARIANTS, *TIMINGS]
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown experiment(s) {unknown}; "
-                         f"choose from {[*EXPERIMENTS, *VARIANTS, *TIMINGS]}")
+        raise ValueError(f"unknown experiment(s) {unknown}; choose from {known}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     timings, start = {}, time.perf_counter()
@@ -89,7 +103,7 @@ def run_experiments(setup, names=None, out_dir: str | Path = "figures", jobs: in
     quick = setup.name == "quick"
     variant_names = [n for n in names if n in VARIANTS]
     timing_names = [n for n in names if n in TIMINGS]
-    names = [n for n in names if n in EXPERIMENTS]
+    names = [n for n in names if n in sweep]
     with process_pool(jobs) if executor is None else nullcontext(executor) as pool:
         t = time.perf_counter()
         # The variant runs are short: queued first, they finish while the long sweep runs.
@@ -98,7 +112,7 @@ def run_experiments(setup, names=None, out_dir: str | Path = "figures", jobs: in
             for spec in _flat(VARIANTS[name].specs(quick))))
         variant_futures = {spec: pool.submit(run_variant, spec, setup.base)
                            for spec in variant_specs}
-        specs = [spec for name in names for spec in EXPERIMENTS[name].specs(setup, lrs)]
+        specs = [spec for name in names for spec in sweep[name].specs(setup, lrs)]
         run_specs(sorted(specs, key=_cost, reverse=True), pool, progress=progress,
                   results=results)
         variant_results = {spec: future.result() for spec, future in variant_futures.items()}
@@ -111,7 +125,7 @@ def run_experiments(setup, names=None, out_dir: str | Path = "figures", jobs: in
                                        "where recorded (r given), else the task's rate",
                           "learning_rates": lrs_table(lrs)})] if names else []
     for name in names:
-        module = EXPERIMENTS[name]
+        module = sweep[name]
         data = module.compute(setup, lrs, results)
         files += [write_json(out_dir / f"{stem}.json", d) for stem, d in data.items()]
         if hasattr(module, "tables"):

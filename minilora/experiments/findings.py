@@ -28,8 +28,8 @@ BLOCK = re.compile(r"(<!-- findings:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /f
 def _registry(timings: bool = False) -> dict:
     """The experiments with data files; ``timings``: also those that time this machine (Table
     1's latency), whose numbers differ on every run and so stay out of FINDINGS.md."""
-    from .figures import EXPERIMENTS, TIMINGS, VARIANTS
-    return {**EXPERIMENTS, **VARIANTS, **(TIMINGS if timings else {})}
+    from .figures import TIMINGS, VARIANTS, sweep_experiments
+    return {**sweep_experiments(), **VARIANTS, **(TIMINGS if timings else {})}
 
 
 def load_data(name: str, module, figures_dir: str | Path):
