@@ -12,6 +12,7 @@ import warnings
 from contextlib import contextmanager
 
 from . import backend
+from .adapter_files import fill, read_checked, save_adapter
 from .validation import fail
 
 
@@ -125,19 +126,22 @@ class AdapterManagement:
         from .combine import add_weighted_adapter  # the recipes, in a chapter of their own
         add_weighted_adapter(self, adapters, weights, adapter_name, combination_type, svd_rank)
 
-    # -- files (PEFT's method names; the code lives in adapters.py, which builds on this one) --
+    # -- files (PEFT's method names; the code lives in adapter_files.py) ---------------------
     def save_pretrained(self, directory, adapter_name: str | None = None):
         """Write one adapter as ``adapter_config.json`` + ``adapter_model.safetensors``."""
-        from .adapters import save_adapter
         if adapter_name is None and not self.active_adapters:
             raise ValueError(f"save_pretrained: no active adapter to save (adapters: "
                              f"{list(self.peft_config)}); pass adapter_name")
         return save_adapter(self, directory, adapter_name or self.active_adapters[0])
 
-    def load_adapter(self, directory, adapter_name: str, is_trainable: bool = False) -> None:
-        """Load a saved adapter beside the existing ones and make it active."""
-        from .adapters import load_adapter
-        load_adapter(self, directory, adapter_name, is_trainable)
+    def load_adapter(self, directory, adapter_name: str, is_trainable: bool = False,
+                     check_base: bool = True) -> None:
+        """Load a saved adapter beside the existing ones and make it active (every check made
+        before anything changes: ``adapter_files.read_checked``)."""
+        config, paths, weights, biases = read_checked(self, directory, adapter_name,
+                                                      is_trainable, check_base)
+        self.add_adapter(adapter_name, config)
+        fill(self, config, paths, weights, biases, adapter_name, is_trainable)
 
     # -- accounting --------------------------------------------------------------------------
     def get_nb_trainable_parameters(self) -> tuple[int, int]:

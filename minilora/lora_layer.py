@@ -101,6 +101,34 @@ def matches_target(path: str, targets) -> bool:
     return any(path == t or path.endswith("." + t) for t in targets)
 
 
+def find_targets(model: Module, config: LoraConfig) -> list[str]:
+    """Paths of the Linear layers ``config.target_modules`` selects; raises if a name matches none.
+
+    A list entry matches a module whose path equals it or ends with ``.entry``; a string is a
+    regex over the whole path; ``"all-linear"`` is every Linear except the output layer lm_head.
+    """
+    linears, wrapped = [], ()
+    for n, m in model.named_modules():
+        if wrapped and n.startswith(wrapped):  # the insides of a LoraLinear are not targets
+            continue
+        if isinstance(m, LoraLinear):
+            wrapped = wrapped + (n + ".",)
+        if isinstance(m, (Linear, LoraLinear)):
+            linears.append(n)
+    available = sorted({n.split(".")[-1] for n in linears})
+    targets = config.target_modules
+    if not isinstance(targets, str):
+        unmatched = [t for t in targets if not any(matches_target(n, [t]) for n in linears)]
+        if unmatched:
+            raise ValueError(f"target_modules {unmatched} match no Linear layer of the model; "
+                             f"Linear names: {available}")
+    chosen = [n for n in linears if matches_target(n, targets)]
+    if not chosen:
+        raise ValueError(f"target_modules {targets!r} match no Linear layer; Linear names: "
+                         f"{available}")
+    return chosen
+
+
 def lora_scaling(r: int, lora_alpha: float, use_rslora: bool = False) -> float:
     """alpha / r (the paper), or alpha / √r (rsLoRA: keeps the update's size stable in r)."""
     return lora_alpha / math.sqrt(r) if use_rslora else lora_alpha / r

@@ -164,23 +164,25 @@ def _run_tune(args) -> int:
 def _run_findings(args) -> int:
     from pathlib import Path
 
+    from .figures import findings_registry
     from .findings import (findings_markdown, readme_blocks, render_readme, sections,
                            write_findings, write_readme)
 
+    registry, timed = findings_registry(), findings_registry(timings=True)
     if args.check:
         stale = []
         md = Path(args.out) / "FINDINGS.md"
-        if not md.exists() or md.read_text() != findings_markdown(sections(args.out)):
+        if not md.exists() or md.read_text() != findings_markdown(sections(args.out, registry)):
             stale.append(str(md))
         text = Path(args.readme).read_text()
-        new = readme_blocks(render_readme(text, sections(args.out, timings=True)))
+        new = readme_blocks(render_readme(text, sections(args.out, {**registry, **timed})))
         stale += [f"{args.readme}: block {name}" for name, body in readme_blocks(text).items()
                   if new[name] != body]
         for line in stale:
             print(f"differs from the data: {line}")
         return 1 if stale else 0
-    print(write_findings(args.out))
-    if args.write_readme and write_readme(args.readme, args.out):
+    print(write_findings(args.out, registry, timed))
+    if args.write_readme and write_readme(args.readme, args.out, {**registry, **timed}):
         print(args.readme)
     return 0
 

@@ -69,6 +69,12 @@ TIMINGS = {
 }
 
 
+def findings_registry(timings: bool = False) -> dict:
+    """The experiments whose findings() go into FINDINGS.md; ``timings``: only those that time
+    this machine (Table 1's latency), whose numbers differ on every run and so stay apart."""
+    return dict(TIMINGS) if timings else {**sweep_experiments(), **VARIANTS}
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -141,7 +147,7 @@ def run_experiments(setup, names=None, out_dir: str | Path = "figures", jobs: in
             files.append(write_csv(out_dir / f"{name}.csv", module.summary(data)))
         module.plot(data, out_dir / f"{name}.png")
         files.append(out_dir / f"{name}.png")
-    files.append(write_findings(out_dir))
+    files.append(write_findings(out_dir, findings_registry(), findings_registry(timings=True)))
     timings["analysis_and_plots"] = time.perf_counter() - t
     for name in timing_names:
         t, module = time.perf_counter(), TIMINGS[name]

@@ -3,7 +3,8 @@
 Every experiment module that states findings has ``findings(data) -> str``: a markdown section
 (tables and one-line verdicts) whose every number is computed from ``data``, the dict its
 ``compute()`` (or ``run()``) returns and ``minilora figures`` writes as JSON. This chapter
-reads those JSON files back (nothing is rerun), joins the sections into ``FINDINGS.md``
+reads those JSON files back (nothing is rerun; which experiments there are is the caller's
+registry, figures.py's ``findings_registry()``), joins the sections into ``FINDINGS.md``
 (one ``## <experiment>`` each), and rewrites the README's blocks
 
     <!-- findings:<experiment> -->
@@ -25,13 +26,6 @@ BLOCK = re.compile(r"(<!-- findings:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /f
                    re.DOTALL)
 
 
-def _registry(timings: bool = False) -> dict:
-    """The experiments with data files; ``timings``: also those that time this machine (Table
-    1's latency), whose numbers differ on every run and so stay out of FINDINGS.md."""
-    from .figures import TIMINGS, VARIANTS, sweep_experiments
-    return {**sweep_experiments(), **VARIANTS, **(TIMINGS if timings else {})}
-
-
 def load_data(name: str, module, figures_dir: str | Path):
     """What ``compute()``/``run()`` returned for ``name``, read back from its JSON file(s);
     None if a file is missing (the experiment has not been run into this folder)."""
@@ -46,11 +40,11 @@ def load_data(name: str, module, figures_dir: str | Path):
     return {stem: json.loads(p.read_text()) for stem, p in zip(stems, paths)}
 
 
-def sections(figures_dir: str | Path = "figures", timings: bool = False) -> dict[str, str]:
-    """``{experiment: markdown}`` for every experiment with ``findings`` and data in the folder
-    (``timings``: the timed ones too)."""
+def sections(figures_dir: str | Path, registry: dict) -> dict[str, str]:
+    """``{experiment: markdown}`` for every experiment of ``registry`` (name: module) that has
+    ``findings`` and data in the folder."""
     out = {}
-    for name, module in _registry(timings).items():
+    for name, module in registry.items():
         if hasattr(module, "findings"):
             data = load_data(name, module, figures_dir)
             if data is not None:
@@ -71,14 +65,14 @@ def timings_markdown(found: dict[str, str]) -> str:
     return head + "".join(f"\n## {name}\n\n{text}" for name, text in found.items())
 
 
-def write_findings(figures_dir: str | Path = "figures") -> Path:
-    """FINDINGS.md (byte-identical for the same data) and, if any timed experiment has data,
+def write_findings(figures_dir: str | Path, registry: dict, timed_registry: dict) -> Path:
+    """FINDINGS.md from ``registry``'s data (byte-identical for the same data) and, if any
+    experiment of ``timed_registry`` (those that time this machine) has data,
     FINDINGS-timings.md beside it."""
     figures_dir = Path(figures_dir)
     path = figures_dir / "FINDINGS.md"
-    atomic_write(path, findings_markdown(sections(figures_dir)).encode())
-    timed = {k: v for k, v in sections(figures_dir, timings=True).items()
-             if k not in _registry()}
+    atomic_write(path, findings_markdown(sections(figures_dir, registry)).encode())
+    timed = sections(figures_dir, timed_registry)
     if timed:
         atomic_write(figures_dir / "FINDINGS-timings.md", timings_markdown(timed).encode())
     return path
@@ -98,11 +92,11 @@ def readme_blocks(text: str) -> dict[str, str]:
     return {m.group("name"): m.group("body") for m in BLOCK.finditer(text)}
 
 
-def write_readme(readme: str | Path, figures_dir: str | Path = "figures") -> bool:
-    """Rewrite the README's findings blocks from the data; True if anything changed."""
+def write_readme(readme: str | Path, figures_dir: str | Path, registry: dict) -> bool:
+    """Rewrite the README's findings blocks from ``registry``'s data; True if anything changed."""
     readme = Path(readme)
     old = readme.read_text()
-    new = render_readme(old, sections(figures_dir, timings=True))
+    new = render_readme(old, sections(figures_dir, registry))
     if new != old:
         atomic_write(readme, new.encode())
     return new != old
