@@ -22,9 +22,9 @@
 # **Prerequisites**: lesson 03 (`get_lora_model`, `target_modules`), lesson 05 (Table 5's
 # GPT-3 arithmetic).
 #
-# **Time**: runs in about 25 s (`MINILORA_FAST=1`: about 3 s), plus, the first time, about 25 s
-# (fast mode: 5 s) to pre-train the base model if `minilora figures` has not cached it yet;
-# 45 minutes to read and do the exercises.
+# **Time**: 45 minutes to read and do the exercises; how long it runs (full and
+# `MINILORA_FAST=1`, wall and CPU time) is measured in `lessons/README.md`, plus, the first
+# time, the base model's pre-training if `minilora figures` has not cached it yet.
 
 # %%
 import json

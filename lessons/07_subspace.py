@@ -19,8 +19,8 @@
 # **Prerequisites**: lesson 04 (the SVD, Eckart–Young), lesson 06 (the experiment set-up:
 # `lora_spec`, `run_one`, the "rev" task).
 #
-# **Time**: runs in about 7 s (`MINILORA_FAST=1`: about 1.5 s); 45–60 minutes to read and do
-# the exercises.
+# **Time**: 45–60 minutes to read and do the exercises; how long it runs (full and
+# `MINILORA_FAST=1`, wall and CPU time) is measured in `lessons/README.md`.
 
 # %%
 import json

@@ -21,8 +21,8 @@
 # **Prerequisites**: lesson 04 (Eckart–Young), lesson 06 (the set-up and the "rev" and "perm"
 # tasks), lesson 07 (singular vectors of trained weights).
 #
-# **Time**: runs in about 8 s (`MINILORA_FAST=1`: about 1.5 s); 45 minutes to read and do the
-# exercises.
+# **Time**: 45 minutes to read and do the exercises; how long it runs (full and
+# `MINILORA_FAST=1`, wall and CPU time) is measured in `lessons/README.md`.
 
 # %%
 import json
