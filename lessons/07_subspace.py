@@ -306,11 +306,13 @@ else:
     print("no committed figures: run `minilora figures` first")
 
 # %% [markdown]
-# On both tasks the top directions agree far above chance in every module, most clearly in
-# "rev"'s layer 0 $W_q$ (above 0.5 in every seed). How many modules pass 0.5 on average
-# changes with the BLAS kernel, so it is no finding. Between seeds, on "rev", $W_q$ agrees
-# better than $W_v$ in every pair, as in the paper; on "perm" it is $W_v$, not $W_q$, that
-# agrees better: the paper's observation belongs to its task, not to LoRA. The amplification falls with $r$ for LoRA, and for full fine-tuning's $\Delta W$
+# On both tasks the top directions agree above chance in every module (on average at least
+# five times chance, $1/d$), most clearly in "rev"'s layer 0 $W_q$ (above 0.5 in every seed).
+# How many modules pass 0.5, or pass ten times chance, changes with the BLAS kernel, so it
+# is no finding. Between seeds, on "rev", $W_q$ agrees better than $W_v$ in both layers (in
+# every pair at layer 0), as in the paper; on "perm" it is $W_v$, not $W_q$, that agrees
+# better: the paper's observation belongs to its task, not to LoRA. The amplification falls
+# with $r$ for LoRA, and for full fine-tuning's $\Delta W$
 # too: for any fixed $\Delta W$, $U_r$ and $V_r$ take in more of $W$ as $r$ grows, so part
 # of the trend is mechanical (the README shows both falls side by side).
 
@@ -356,8 +358,13 @@ if not FAST:
         q, v = (seed_phi[f"layers.{layer}.attn.{m}"][0] for m in ("q_proj", "v_proj"))
         assert q > v
 if len(committed) == len(STEMS):  # the findings as the README states them, on the data
-    assert top_shared["rev"][1] == top_shared["rev"][2]  # > 10x chance in every rev matrix
-    assert top_shared["perm"][1] == top_shared["perm"][2]  # and in every perm matrix
+    for grids in sub_rank["grids"].values():  # >= 5x chance in every matrix of both tasks
+        assert mean(g[0][0] for g in grids.values()) > 5 / d_committed
+    for layer in ("0", "1"):  # on rev, dWq's excess over chance is the larger in both layers
+        c = seed_comparison[("rev", layer)]
+        assert mean(c["q"]) > mean(c["v"])
+    rev0 = seed_comparison[("rev", "0")]
+    assert all(q > v for q, v in zip(rev0["q"], rev0["v"]))  # and in every pair at layer 0
     assert min(g[0][0] for g in sub_rank["grids"]["rev layers.0.q_proj"].values()) > 0.5
     assert seed_verdict == {"rev": "holds", "perm": "reversed"}
     lo, hi = committed["delta_w"]["table_ranks"][0], committed["delta_w"]["table_ranks"][-1]

@@ -273,9 +273,10 @@ if data:
 #   matrix), and still solves both tasks (on "perm", nearly). It moves $W$ by a small fraction
 #   of its norm.
 # - **Full fine-tuning at the figures' learning rate (3e-3) is not the gentle rotation of
-#   $W_0$ the paper describes**: it has about as many intruders as LoRA at its most, or more.
+#   $W_0$ the paper describes**: it has more intruders than LoRA at every rank on "rev", and
+#   more than LoRA at all but two ranks on "perm" (LoRA at r = 8 and 16 has a few more).
 # - **The count does not follow how far $W$ moved**: LoRA moves $W$ further than the fast full
-#   fine-tune at every rank and has no more intruders; over all matrices of a task, the rank
+#   fine-tune at every rank, yet has fewer intruders on "rev"; over all matrices of a task, the rank
 #   correlation of count and relative change is near zero (the README gives Spearman's ρ;
 #   pairs of runs in which the one that moved further has fewer intruders are counted below).
 #
@@ -347,7 +348,12 @@ if data:
         assert runs_summary["full lr=0.0003"][0] < min(lora_from_4)  # the gentle full FT: fewer
         if task == "rev":
             assert runs_summary["full lr=0.0003"][0] < min(lora)  # than at every rank
-        assert runs_summary["full lr=0.003"][0] >= 0.9 * max(lora)  # the fast one: as many
+        ranks_above = [k for k, v in runs_summary.items()
+                       if k.startswith("LoRA") and v[0] > runs_summary["full lr=0.003"][0]]
+        if task == "rev":  # the fast one: more than LoRA at every rank
+            assert ranks_above == []
+        else:  # and on perm at all but two ranks
+            assert ranks_above == ["LoRA r=8", "LoRA r=16"], ranks_above
         lora_change = min(v[1] for k, v in runs_summary.items() if k.startswith("LoRA"))
         assert lora_change > runs_summary["full lr=0.003"][1]  # yet it moved W less than LoRA
         rho = intruders_experiment.spearman(
