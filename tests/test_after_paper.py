@@ -1,8 +1,8 @@
 """After the paper: learning vs forgetting and intruder mitigation (experiments/forgetting.py,
 experiments/mitigation.py), and the observation-only ``RunSpec.also_eval`` they need.
 
-Two quick runs of ``minilora figures --after-paper`` for these two, one with two worker
-processes and one in this process, must write the same data files byte for byte (one BLAS
+Two quick runs of these two experiments, one with two worker processes and one with one,
+must write the same data files byte for byte (one BLAS
 kernel); their findings are computed from the data (changing a number changes the text).
 """
 import json
@@ -13,6 +13,8 @@ import pytest
 from minilora import backend, tasks
 from minilora.cli import main
 from minilora.experiments import forgetting, mitigation
+from minilora.experiments.config import QUICK
+from minilora.experiments.figures import run_experiments
 from minilora.experiments import pretrain as pre
 from minilora.experiments.runs import RunSpec, held_out_scores, run_one, run_specs
 from minilora.model import GPT, GPTConfig
@@ -62,15 +64,31 @@ def test_held_out_scores_split_by_flag():
     assert abs(mixed - rev["all"]["accuracy"]) < 1e-12
 
 
+@pytest.mark.lesson06
+def test_each_has_a_subcommand_and_runs_in_the_after_paper_group():
+    from minilora.experiments.commands import EXPERIMENT_HELP
+    from minilora.experiments.figures import AFTER_PAPER
+
+    for name in NAMES:
+        assert name in EXPERIMENT_HELP and name in AFTER_PAPER
+    with pytest.raises(SystemExit):  # the subcommand exists and parses its options
+        main([NAMES[0], "--help"])
+
+
 @pytest.mark.lesson08
 def test_full_fine_tunings_curve_is_read_between_its_cells():
     d = {"base": {"perm": {"learning": 0.0}}, "full_lrs": [1, 2], "runs": [
         {"task": "perm", "method": "full", "lr": lr, "learning": x, "forgetting": y,
          "effective_rank": {"q_proj": 1}} for lr, x, y in ((1, 0.5, 0.2), (2, 1.0, 0.8))]}
     assert forgetting.full_curve(d, "perm") == [(0.0, 0.0), (0.5, 0.2), (1.0, 0.8)]
-    assert forgetting.against_full(d, "perm", 0.25) == pytest.approx(0.1)
-    assert forgetting.against_full(d, "perm", 0.75) == pytest.approx(0.5)
+    assert forgetting.against_full(d, "perm", 0.25) == pytest.approx((0.1, 0.1))
+    assert forgetting.against_full(d, "perm", 0.75) == pytest.approx((0.5, 0.5))
+    assert forgetting.against_full(d, "perm", 0.995) == (0.8, 0.8)  # within TIE of a cell
     assert forgetting.against_full(d, "perm", -0.1) is None
+    d["runs"].append({**d["runs"][1], "lr": 3, "forgetting": 0.9})  # a tie at the ceiling
+    d["full_lrs"].append(3)
+    assert forgetting.against_full(d, "perm", 1.0) == (0.8, 0.9)
+    assert forgetting.best_full(d, "perm") == ("full", 2)  # as much learned, less forgotten
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +99,7 @@ def two_quick_runs(tmp_path_factory):
     mp.setenv("MINILORA_CACHE", str(cache))
     try:
         for out, jobs in zip(outs, (2, 1)):
-            for name in NAMES:
-                assert main([name, "--quick", "--out", str(out), "--jobs", str(jobs),
-                             "--no-progress"]) == 0
+            run_experiments(QUICK, NAMES, out, jobs=jobs, progress=False)
     finally:
         mp.undo()
     return outs

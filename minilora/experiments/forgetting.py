@@ -44,6 +44,7 @@ from .findings import fmt, table
 FIGURES = ("forgetting",)
 PRETRAINING = "copyrev"
 OVERWRITTEN = {"perm": "all", "rev": "F0"}  # the part of copyrev each task asks differently
+TIE = 0.01  # learning this close counts as equal (41 of the 4,096 answer tokens)
 
 
 def _observed(spec):
@@ -156,13 +157,19 @@ def full_curve(d: dict, task: str) -> list[tuple[float, float]]:
         (c["learning"]["mean"], c["forgetting"]["mean"]) for c in cells)
 
 
-def against_full(d: dict, task: str, learning: float) -> float | None:
-    """Full fine-tuning's forgetting at this learning, linear between its cells (where cells
-    tie in learning, the one that forgets least); None outside the learning its runs span."""
+def against_full(d: dict, task: str, learning: float) -> tuple[float, float] | None:
+    """Full fine-tuning's forgetting at this learning, as an interval: the range of its cells
+    whose learning is within ``TIE`` of it (at the ceiling several rates learn all and forget
+    different amounts), else one value, linear between the neighbouring cells; None outside the
+    learning its runs span."""
     curve = full_curve(d, task)
+    near = [y for x, y in curve if abs(x - learning) <= TIE]
+    if near:
+        return min(near), max(near)
     for (x0, y0), (x1, y1) in zip(curve, curve[1:]):
         if x0 <= learning <= x1:
-            return y0 if x1 == x0 else y0 + (y1 - y0) * (learning - x0) / (x1 - x0)
+            y = y0 + (y1 - y0) * (learning - x0) / (x1 - x0)
+            return y, y
     return None
 
 
@@ -176,7 +183,8 @@ def findings(data: dict) -> str:
     out = [f"Learning: downstream accuracy; forgetting: the base model's copyrev accuracy minus "
            f"the fine-tuned one's (perm: all of copyrev; rev: its F0 half, copy); \"full at "
            f"equal learning\": full fine-tuning's forgetting at the cell's learning (linear "
-           f"between its cells, · outside their span). Effective rank: singular values holding "
+           f"between its cells; the range of those within {TIE:g} of it; · outside their span). "
+           f"Effective rank: singular values holding "
            f"{d['energy']:.0%} of ‖ΔW‖_F², mean over q_proj and v_proj (all: over every "
            f"matrix the run changed; d_model {d['d_model']}). Mean of {n} seeds (min–max).\n"]
     for task in d["tasks"]:
@@ -185,7 +193,8 @@ def findings(data: dict) -> str:
             s = summary(d, task, method, value)
             at = against_full(d, task, s["learning"]["mean"]) if method != "full" else None
             rows.append([_name(method, value), _range(s["learning"]), _range(s["forgetting"]),
-                         "·" if at is None else fmt(at), f"{s['rank_qv']['mean']:.1f}",
+                         "·" if at is None else fmt(at[0]) if at[0] == at[1] else
+                         f"{fmt(at[0])}–{fmt(at[1])}", f"{s['rank_qv']['mean']:.1f}",
                          f"{s['rank_all']['mean']:.1f}"])
         out.append(f"{task} ({d['steps'][task]} steps; base model: {task} "
                    f"{fmt(d['base'][task]['learning'])}, copyrev "
@@ -196,17 +205,20 @@ def findings(data: dict) -> str:
     return "\n".join(out)
 
 
-def _side(s: dict, ref: float) -> str:
-    """Where a cell's seeds lie against a reference value: all "above", all "below", or
-    "within" (some on each side)."""
-    return "above" if s["min"] > ref else "below" if s["max"] < ref else "within"
+def _side(s: dict, low: float, high: float | None = None) -> str:
+    """Where a cell's seeds lie against a reference value (or interval [low, high]): all
+    "above", all "below", or "within" (some on each side, or inside)."""
+    return "above" if s["min"] > (low if high is None else high) else \
+        "below" if s["max"] < low else "within"
 
 
 def best_full(d: dict, task: str):
-    """Full fine-tuning's best cell: the most learning (to .01), then the least forgetting."""
-    return max((("full", lr) for lr in d["full_lrs"]), key=lambda c: (
-        round(summary(d, task, *c)["learning"]["mean"], 2),
-        -summary(d, task, *c)["forgetting"]["mean"]))
+    """Full fine-tuning's best cell: among those within ``TIE`` of the most learning, the one
+    that forgets least."""
+    cells = {("full", lr): summary(d, task, "full", lr) for lr in d["full_lrs"]}
+    top = max(c["learning"]["mean"] for c in cells.values())
+    return min((c for c, v in cells.items() if v["learning"]["mean"] >= top - TIE),
+               key=lambda c: cells[c]["forgetting"]["mean"])
 
 
 def _verdicts(d: dict) -> str:
@@ -225,8 +237,7 @@ def _verdicts(d: dict) -> str:
         for c, v in lora.items():
             at = against_full(d, task, v["learning"]["mean"])
             if at is not None:
-                side[_side(v["forgetting"], at)].append(
-                    f"{c[0]} r={c[1]} {v['forgetting']['mean'] - at:+.3f}")
+                side[_side(v["forgetting"], *at)].append(f"{c[0]} r={c[1]}")
         inside = sum(map(len, side.values()))
         lines.append(
             f"- {task}: against full fine-tuning at its best rate ({_name(*best)}: learning "

@@ -185,12 +185,12 @@ def _verdicts(d: dict, task: str, default: float = 0.75) -> list[str]:
     low, high = min(d["lambdas"]), max(d["lambdas"])
     falls = [c for c in cells if _mean(pick(d, task, *c, low), "intruders_merged")
              < _mean(pick(d, task, *c, high), "intruders_merged")]
-    zero = [c for c in cells if all(row["intruders_merged"] == 0 for row in pick(d, task, *c, low))]
+    kept = [c for c in cells if min(row["intruders_merged"] for row in pick(d, task, *c, low)) > 0]
     lines.append(
         f"- {task}: the merged model's intruder count is lower at λ = {low:g} than at λ = "
-        f"{high:g} in {len(falls)} of {len(cells)} adapters, and 0 on every seed in "
-        f"{len(zero)} of {len(cells)} (the new adapter is the rank-r part of W' − W0, which can "
-        f"bring intruders of its own).")
+        f"{high:g} in {len(falls)} of {len(cells)} adapters; at λ = {low:g} intruders remain on "
+        f"every seed in {len(kept)} of {len(cells)} (" + ", ".join(f"{t} r={r}" for t, r in kept)
+        + "): the new adapter is the rank-r part of W' − W0, which brings intruders of its own.")
     return lines
 
 
