@@ -44,10 +44,11 @@ from .findings import fmt, table
 FIGURES = ("forgetting",)
 PRETRAINING = "copyrev"
 OVERWRITTEN = {"perm": "all", "rev": "F0"}  # the part of copyrev each task asks differently
-TIE = 0.01  # learning this close counts as equal (41 of the 4,096 answer tokens)
+TIE = 0.01  # learning this close counts as equal (1% of the answer tokens)
 
 
 def _observed(spec):
+    """The same run (same key), also scoring copyrev's held-out set at its end."""
     return replace(spec, also_eval=(PRETRAINING,))
 
 
