@@ -20,6 +20,8 @@ EXPERIMENT_HELP = {
     "rslora": "training curves across r under scaling α/r and α/√r (rsLoRA)",
     "variants": "DoRA, PiSSA and LoRA+ against LoRA: the first steps of fine-tuning",
     "latency": "inference latency of adapter layers against LoRA, merged and not (Table 1)",
+    "forgetting": "learning against forgetting of the pretraining task, and ΔW's effective rank",
+    "mitigation": "intruder dimensions scaled by λ: forgetting recovered against accuracy lost",
 }
 
 

@@ -86,6 +86,13 @@ class Setup:
     intruder_full_lrs: tuple = (3e-3, 3e-4)  # full fine-tuning rates compared there
     random_seed: int = 12345  # the random Gaussian references (Figure 4, Table 7)
     wide_base: PretrainConfig | None = None  # Figures 3-4 once more on this wider base model
+    # After the paper: learning vs forgetting (forgetting.py) and intruder mitigation (mitigation.py)
+    forgetting_targets: tuple = ("Wq,Wv", "all-linear")  # LoRA's rows, each at forgetting_ranks
+    forgetting_ranks: tuple = (1, 8, 64)
+    forgetting_full_lrs: tuple = (1e-4, 3e-4, 3e-3)  # full fine-tuning: little to all learned
+    effective_energy: float = 0.9  # effective rank: singular values holding 90% of ‖ΔW‖_F²
+    mitigation_tasks: tuple = ("perm",)  # the forgetting runs whose adapters are mitigated
+    mitigation_lambdas: tuple = (0.0, 0.25, 0.5, 0.75, 1.0)  # 0.75: PEFT's default
 
     def targets(self, label: str) -> tuple:
         return TARGET_SETS[label]
@@ -133,6 +140,9 @@ QUICK = Setup(
     curve_points=5,
     tuning_seeds=(100,),
     lr_extensions=1,
+    forgetting_ranks=(1, 16),
+    forgetting_full_lrs=(3e-4, 3e-3),
+    mitigation_lambdas=(0.0, 0.75, 1.0),
     wide_base=PretrainConfig(model=GPTConfig(vocab_size=tasks.VOCAB_SIZE,
                                              block_size=tasks.BLOCK_SIZE, n_layer=2, n_head=4,
                                              n_embd=128),

@@ -18,8 +18,8 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from . import (curves, delta_w, intruders, latency, memory, qlora, quantization, rank_ablation,
-               rslora, subspace, target_modules, variant_curves)
+from . import (curves, delta_w, forgetting, intruders, latency, memory, mitigation, qlora,
+               quantization, rank_ablation, rslora, subspace, target_modules, variant_curves)
 from .common import lrs_table, setup_lrs, write_csv, write_json
 from .findings import write_findings
 from .pretrain import load_or_pretrain
@@ -51,7 +51,10 @@ VARIANTS = {
 # budget, so the paper's figures keep theirs: `minilora figures --after-paper` (claims made
 # since the paper: learning vs forgetting, the learning rate, intruder mitigation, capacity)
 # and `--baselines` (the paper's 2021 baselines against LoRA: Figure 2, Tables 2-4).
-AFTER_PAPER: dict = {}
+AFTER_PAPER: dict = {
+    "forgetting": forgetting,  # learning vs forgetting, effective rank (Biderman et al. 2024)
+    "mitigation": mitigation,  # intruders scaled by λ (Shuttleworth et al. 2024; PEFT's function)
+}
 BASELINES: dict = {}
 GROUPS = {"after-paper": AFTER_PAPER, "baselines": BASELINES}
 

@@ -23,7 +23,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
-from .. import fast
+from .. import fast, tasks
 from .pretrain import PretrainConfig
 
 ALL_LINEAR = ("all-linear",)
@@ -47,11 +47,18 @@ class RunSpec:
     eval_size: int = 1024  # held-out sequences for the final accuracy
     eval_seed: int = 0  # which held-out set: 0 the test set, 1 the validation set for tuning
     eval_every: int = 0  # also evaluate every this many steps (a training curve); 0: at the end
+    also_eval: tuple = ()  # also score these tasks' held-out sets at the end, e.g. ("copyrev",)
+
+    def __post_init__(self):
+        if not isinstance(self.also_eval, tuple) or not all(map(_is_task, self.also_eval)):
+            raise ValueError(f"RunSpec: also_eval must be a tuple of task names ({tasks.TASKS} or "
+                             f"kv<N>, N >= 1), got {self.also_eval!r}")
 
     def key(self) -> str:
-        """A readable, stable name of the training run (``eval_every`` left out: it only
-        observes, it does not change the weights)."""
+        """A readable, stable name of the training run (``eval_every`` and ``also_eval`` left
+        out: they only observe, they do not change the weights)."""
         fields = asdict(replace(self, eval_every=0))
+        fields.pop("also_eval")
         fields["base"] = self.base.digest()
         return json.dumps(fields, sort_keys=True)
 
@@ -63,6 +70,13 @@ class RunSpec:
         if self.method != "lora":
             return f"{self.task} {self.method} seed {self.seed}"
         return f"{self.task} {','.join(self.targets)} r={self.r} seed {self.seed}"
+
+
+def _is_task(name) -> bool:
+    try:
+        return isinstance(name, str) and (name in tasks.TASKS or tasks.kv_size(name) is not None)
+    except ValueError:  # a malformed kv<N>
+        return False
 
 
 _BASES: dict = {}  # per process: the loaded base models' state dicts, by digest
@@ -87,8 +101,9 @@ def run_one(spec: RunSpec, cache: str | None = None) -> dict:
 
     ``weights`` holds what the analyses need: for LoRA, A, B and scaling of every adapted
     layer; for full fine-tuning, the fine-tuned weight of every Linear but lm_head.
+    ``also_eval`` holds :func:`held_out_scores` of each task in ``spec.also_eval``.
     """
-    from .. import backend, tasks
+    from .. import backend
     from ..lora import LoraConfig, get_lora_model
     from ..nn import Linear
     from ..optim import AdamW, get_cosine_schedule_with_warmup
@@ -124,6 +139,8 @@ def run_one(spec: RunSpec, cache: str | None = None) -> dict:
     trainable = model.num_parameters(only_trainable=True) if spec.method != "base" else 0
     return {"key": spec.key(), "accuracy": final["accuracy"], "loss": final["loss"],
             "trainable": trainable,
+            "also_eval": {task: held_out_scores(model, task, spec.eval_size, spec.eval_seed)
+                          for task in spec.also_eval},
             "train_loss": history.loss if history else [],
             "curve": history.evals if history else [],
             "weights": weights, "seconds": time.perf_counter() - start}
@@ -145,12 +162,36 @@ def run_specs(specs, executor=None, cache: str | None = None, progress: bool = T
     for base in {spec.base.digest(): spec.base for spec in specs}.values():
         load_or_pretrain(base, cache, progress=progress)  # here, once: workers only read it
     todo: dict[str, RunSpec] = {}
-    for spec in specs:  # one run per key; a spec that records a curve wins over one that does not
-        if spec.key() not in results and spec.eval_every >= getattr(todo.get(spec.key()),
-                                                                     "eval_every", -1):
-            todo[spec.key()] = spec
+    for spec in specs:  # one run per key, observing all that its specs observe
+        if spec.key() not in results:
+            todo[spec.key()] = observe_both(todo[spec.key()], spec) if spec.key() in todo else spec
     execute(run_one, todo, executor, results, cache, "fine-tuning runs" if progress else None)
     return [results[spec.key()] for spec in specs]
+
+
+def observe_both(a: RunSpec, b: RunSpec) -> RunSpec:
+    """One spec for two of the same run (one key) that observes what either does: a curve if
+    either records one (the larger ``eval_every``, as before), every ``also_eval`` task."""
+    return replace(a, eval_every=max(a.eval_every, b.eval_every),
+                   also_eval=tuple(dict.fromkeys(a.also_eval + b.also_eval)))
+
+
+def held_out_scores(model, task: str, size: int, seed: int) -> dict:
+    """Accuracy and loss on ``task``'s held-out set of ``size`` sequences, on the whole set and
+    on each flag's half ("F0", "F1"): on copyrev, F0's half is the copy behaviour, F1's the
+    reversal (rev asks reversal of both, so fine-tuning on rev overwrites only F0's half)."""
+    from .. import backend
+    from ..train import evaluate
+
+    batches = tasks.eval_set(task, size, seed=seed)
+    out = {"all": evaluate(model, batches)}
+    host = [tuple(backend.to_numpy(a) for a in pair) for pair in batches]
+    for name, flag in (("F0", tasks.F0), ("F1", tasks.F1)):
+        rows = [inputs[:, 0] == flag for inputs, _ in host]  # (batch,) each: this flag's
+        out[name] = evaluate(model, [(backend.from_numpy(i[m], "int64"),
+                                      backend.from_numpy(t[m], "int64"))  # (n_flag, 2L+1)
+                                     for (i, t), m in zip(host, rows) if m.any()])
+    return out
 
 
 def execute(fn, todo: dict, executor, results: dict, cache: str | None,
