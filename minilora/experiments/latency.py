@@ -152,9 +152,11 @@ def verdicts(data: dict) -> dict:
         "AdapterH adds more than AdapterL in every cell": all(
             _row(data, "AdapterH", b, t)["overhead_pct"] > _row(data, "AdapterL", b, t)[
                 "overhead_pct"] for b, t in cells),
-        "merged LoRA is within noise of the base in every cell (2%, or the 95% interval of "
-        "its median ratio)": all(
-            abs(_row(data, "LoRA merged", b, t)["overhead_pct"])
+        # One-sided, as the paper's claim: merged LoRA *is* the base model, so a cell where it
+        # ran faster is noise, not a finding against it.
+        "merged LoRA adds no latency beyond noise in every cell (at most +2%, or the 95% "
+        "interval of its median ratio)": all(
+            _row(data, "LoRA merged", b, t)["overhead_pct"]
             <= max(2.0, _row(data, "LoRA merged", b, t)["overhead_ci_pct"]) for b, t in cells),
         "merged LoRA has exactly the base's parameters": data["parameters"]["LoRA merged"]
         == data["parameters"]["base"],
