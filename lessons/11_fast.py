@@ -30,8 +30,9 @@
 # **Threads.** The other lessons pin one BLAS thread for the whole process. This one measures
 # threads, so it sets them per measurement instead: the fast path's own count with
 # `threads.set_num_threads(n)` and NumPy's BLAS with `threadpool_limits(n)`. Section 4 compares
-# one thread with all the cores this process may use; every other section measures its trick
-# on one thread, so that what you see is the trick and not the threads.
+# one thread with all the cores this process may use, and section 7 (the allocator, whose
+# story includes one heap per thread) runs on all of them; every other section measures its
+# trick on one thread, so that what you see is the trick and not the threads.
 
 # %%
 import inspect
