@@ -153,7 +153,7 @@ def plot(data: dict, out_dir) -> list:
     for color, (m, r) in zip(colors + ["black"],
                              [("lora", r) for r in d["ranks"]] + [("full", 0)]):
         st = [_stats(pick(d, p, m, r)["accuracy"]) for p in d["pairs"]]
-        ax.plot(d["pairs"], [s["mean"] for s in st], "o-", color=color, markersize=4,
+        ax.plot(d["pairs"], [s["mean"] for s in st], marker="o", color=color, markersize=4,
                 label=_name(m, r) + f" ({pick(d, d['pairs'][0], m, r)['trainable']:,} params)",
                 linestyle="--" if m == "full" else "-")
         ax.fill_between(d["pairs"], [s["min"] for s in st], [s["max"] for s in st],

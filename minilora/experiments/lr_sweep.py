@@ -178,7 +178,8 @@ def findings(data: dict) -> str:
         lines.append(f"- {name}: LoRA's best rate / full fine-tuning's ({full['best_lr']:g}) = "
                      + ", ".join(f"{x:g}× at r={r}" for r, x in per_r.items())
                      + f"; from r = {lo} to r = {hi} the best rate moves "
-                     f"×{per_r[hi] / per_r[lo]:g} (the grid's step is ×2).")
+                     f"×{per_r[hi] / per_r[lo]:g}, and over all r it spans "
+                     f"×{max(per_r.values()) / min(per_r.values()):g} (the grid's step is ×2).")
     unbracketed = [_name(c) for c in d["curves"] if c["edge"]]
     lines.append("- Every best rate is bracketed by two that did worse." if not unbracketed
                  else "- Not bracketed (the winner at an edge after every extension): "
@@ -188,7 +189,7 @@ def findings(data: dict) -> str:
 
 def plot(data: dict, out_dir) -> list:
     d = data["lr_sweep"]
-    fig, axes = new_figure(1, 2, figsize=(7.4, 3.6), sharey=True, squeeze=False)
+    fig, axes = new_figure(1, 2, figsize=(7.4, 4.4), sharey=True, squeeze=False)
     colors = dict(zip(d["ranks"], ["tab:blue", "tab:orange", "tab:green", "tab:purple",
                                    "tab:red", "tab:brown"]))
     full = pick(d, "full")
@@ -197,8 +198,9 @@ def plot(data: dict, out_dir) -> list:
             color = "black" if c["method"] == "full" else colors[c["r"]]
             label = "full FT" if c["method"] == "full" else f"r = {c['r']}"
             val = [_stats(c["val_loss"][repr(lr)]) for lr in c["grid"]]
-            ax.plot(c["grid"], [s["mean"] for s in val], "o-", color=color, markersize=3,
-                    linewidth=1, label=label, linestyle="--" if c["method"] == "full" else "-")
+            ax.plot(c["grid"], [s["mean"] for s in val], marker="o", color=color,
+                    markersize=3, linewidth=1, label=label,
+                    linestyle="--" if c["method"] == "full" else "-")
             ax.fill_between(c["grid"], [s["min"] for s in val], [s["max"] for s in val],
                             color=color, alpha=0.15, linewidth=0)
             t = _stats(c["test_loss"])
@@ -207,11 +209,16 @@ def plot(data: dict, out_dir) -> list:
                         fmt="*", color=color, markersize=8, capsize=2, linewidth=0.8)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("peak learning rate (log2)", fontsize=9)
+        ticks = sorted({lr for c in d["curves"] for lr in c["grid"]})
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{lr:g}" for lr in ticks], rotation=60)
+        ax.minorticks_off()
+        ax.set_xlabel("peak learning rate (log scale)", fontsize=9)
         ax.set_title(f"scaling {name}", fontsize=9)
         ax.tick_params(which="both", labelsize=8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, frameon=False, loc="upper center")
+        ax.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.42),
+                  ncol=3)
     axes[0][0].set_ylabel("final held-out loss (log)", fontsize=9)
     fig.suptitle(f"{d['task']}, {d['targets']}, {d['steps']} steps: lines validation loss, "
                  f"mean of {len(d['tuning_seeds'])} tuning seeds (band min–max); star: the best "
