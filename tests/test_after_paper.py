@@ -1,7 +1,8 @@
 """After the paper: learning vs forgetting and intruder mitigation (experiments/forgetting.py,
-experiments/mitigation.py), and the observation-only ``RunSpec.also_eval`` they need.
+experiments/mitigation.py), and the observation-only ``RunSpec.also_eval`` they need; the
+quick runs of the learning-rate sweep and capacity too (their other tests: test_lr_capacity.py).
 
-Two quick runs of these two experiments, one with two worker processes and one with one,
+Two quick runs of the group's experiments, one with two worker processes and one with one,
 must write the same data files byte for byte (one BLAS
 kernel); their findings are computed from the data (changing a number changes the text).
 """
@@ -12,7 +13,7 @@ import pytest
 
 from minilora import backend, tasks
 from minilora.cli import main
-from minilora.experiments import forgetting, mitigation
+from minilora.experiments import capacity, forgetting, lr_sweep, mitigation
 from minilora.experiments.config import QUICK
 from minilora.experiments.figures import run_experiments
 from minilora.experiments import pretrain as pre
@@ -23,7 +24,7 @@ TINY = pre.PretrainConfig(model=GPTConfig(vocab_size=tasks.VOCAB_SIZE,
                                           block_size=tasks.BLOCK_SIZE, n_layer=1, n_head=2,
                                           n_embd=16), steps=3, batch_size=4, warmup=1,
                           eval_size=8)
-NAMES = ("forgetting", "mitigation")
+NAMES = ("forgetting", "mitigation", "lr-sweep", "capacity")
 
 
 @pytest.mark.lesson06
@@ -109,7 +110,7 @@ def two_quick_runs(tmp_path_factory):
 @pytest.mark.lesson08
 def test_quick_runs_write_figures_and_identical_data(two_quick_runs):
     first, second = two_quick_runs
-    for stem in (*forgetting.FIGURES, *mitigation.FIGURES):
+    for stem in (*forgetting.FIGURES, *mitigation.FIGURES, *lr_sweep.FIGURES, *capacity.FIGURES):
         assert (first / f"{stem}.png").stat().st_size > 10_000
         for suffix in (".json", ".csv"):
             assert (first / f"{stem}{suffix}").read_bytes() == \
@@ -156,3 +157,22 @@ def test_mitigation_at_lambda_one_changes_nothing_and_findings_come_from_data(tw
     for row in d["rows"]:
         row["recovered"] += 0.5
     assert mitigation.findings(data) != text
+
+
+@pytest.mark.slow
+@pytest.mark.lesson06
+def test_lr_sweep_and_capacity_findings_come_from_the_data(two_quick_runs):
+    data = {"lr_sweep": json.loads((two_quick_runs[0] / "lr_sweep.json").read_text())}
+    d = data["lr_sweep"]
+    for c in d["curves"]:  # the winner is the grid's lowest mean validation loss
+        means = {lr: sum(c["val_loss"][repr(lr)]) / len(c["val_loss"][repr(lr)])
+                 for lr in c["grid"]}
+        assert c["best_lr"] == min(means, key=means.get)
+        assert c["edge"] == (c["best_lr"] in (min(c["grid"]), max(c["grid"])))
+    text = lr_sweep.findings(data)
+    lr_sweep.pick(d, "full")["best_lr"] *= 2
+    assert lr_sweep.findings(data) != text
+    cap = {"capacity": json.loads((two_quick_runs[0] / "capacity.json").read_text())}
+    assert len(cap["capacity"]["cells"]) == len(QUICK.capacity_pairs) * (
+        len(QUICK.capacity_ranks) + 1)
+    assert capacity.findings(cap) in (two_quick_runs[0] / "FINDINGS.md").read_text()

@@ -22,6 +22,8 @@ EXPERIMENT_HELP = {
     "latency": "inference latency of adapter layers against LoRA, merged and not (Table 1)",
     "forgetting": "learning against forgetting of the pretraining task, and ΔW's effective rank",
     "mitigation": "intruder dimensions scaled by λ: forgetting recovered against accuracy lost",
+    "lr-sweep": "held-out loss against learning rate per r, at α/r and α/√r, and full fine-tuning",
+    "capacity": "memorizing N key → value pairs: accuracy against N per r and full fine-tuning",
 }
 
 

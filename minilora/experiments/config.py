@@ -93,6 +93,19 @@ class Setup:
     effective_energy: float = 0.9  # effective rank: singular values holding 90% of ‖ΔW‖_F²
     mitigation_tasks: tuple = ("perm",)  # the forgetting runs whose adapters are mitigated
     mitigation_lambdas: tuple = (0.0, 0.25, 0.5, 0.75, 1.0)  # 0.75: PEFT's default
+    # After the paper: the learning rate LoRA needs (lr_sweep.py) and capacity (capacity.py)
+    sweep_task: str = "rev"  # held-out loss keeps falling after accuracy saturates: a U in lr
+    sweep_targets: str = "Wq,Wv"
+    sweep_ranks: tuple = (1, 4, 16, 64)  # at α/r and α/√r, α = lora_alpha fixed
+    sweep_lora_lrs: tuple = (2.5e-3, 5e-3, 1e-2, 2e-2, 4e-2)  # ×2 apart: the first grid
+    sweep_full_lrs: tuple = (6.25e-4, 1.25e-3, 2.5e-3, 5e-3, 1e-2)  # on the same lattice
+    sweep_extensions: int = 3  # times a grid may grow by ×2 or ÷2 past an edge winner
+    capacity_pairs: tuple = (16, 64, 256)  # N of kv<N>
+    capacity_targets: str = "Wq,Wv"  # the rank ablation's; all-linear learned kv64 less here
+    capacity_ranks: tuple = (1, 8, 64)
+    capacity_steps: int = 200
+    capacity_lora_lr: float = 4e-2  # best of {1e-2, 2e-2, 4e-2} on kv64, r = 16, one seed
+    capacity_full_lr: float = 3e-3  # best of {1e-3, 3e-3, 1e-2} on kv256, one seed
 
     def targets(self, label: str) -> tuple:
         return TARGET_SETS[label]
@@ -143,6 +156,13 @@ QUICK = Setup(
     forgetting_ranks=(1, 16),
     forgetting_full_lrs=(3e-4, 3e-3),
     mitigation_lambdas=(0.0, 0.75, 1.0),
+    sweep_ranks=(1, 16),
+    sweep_lora_lrs=(5e-3, 1e-2, 2e-2),
+    sweep_full_lrs=(1.25e-3, 2.5e-3, 5e-3),
+    sweep_extensions=1,
+    capacity_pairs=(16, 64),
+    capacity_ranks=(1,),
+    capacity_steps=40,
     wide_base=PretrainConfig(model=GPTConfig(vocab_size=tasks.VOCAB_SIZE,
                                              block_size=tasks.BLOCK_SIZE, n_layer=2, n_head=4,
                                              n_embd=128),

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import (curves, delta_w, forgetting, intruders, latency, memory, mitigation, qlora,
                quantization, rank_ablation, rslora, subspace, target_modules, variant_curves)
+from . import capacity, lr_sweep  # after the paper: the learning rate LoRA needs, capacity
 from .common import lrs_table, setup_lrs, write_csv, write_json
 from .findings import write_findings
 from .pretrain import load_or_pretrain
@@ -54,6 +55,8 @@ VARIANTS = {
 AFTER_PAPER: dict = {
     "forgetting": forgetting,  # learning vs forgetting, effective rank (Biderman et al. 2024)
     "mitigation": mitigation,  # intruders scaled by λ (Shuttleworth et al. 2024; PEFT's function)
+    "lr-sweep": lr_sweep,  # the learning rate LoRA needs against full FT's (LoRA Without Regret)
+    "capacity": capacity,  # N key → value pairs: where LoRA falls behind full FT (same)
 }
 BASELINES: dict = {}
 GROUPS = {"after-paper": AFTER_PAPER, "baselines": BASELINES}
@@ -124,6 +127,10 @@ def run_experiments(setup, names=None, out_dir: str | Path = "figures", jobs: in
         specs = [spec for name in names for spec in sweep[name].specs(setup, lrs)]
         run_specs(sorted(specs, key=_cost, reverse=True), pool, progress=progress,
                   results=results)
+        for name in names:  # experiments that choose runs from runs (lr_sweep: the grid grows)
+            while extra := getattr(sweep[name], "more_specs", lambda *a: [])(setup, lrs, results):
+                run_specs(sorted(extra, key=_cost, reverse=True), pool, progress=progress,
+                          results=results)
         variant_results = {spec: future.result() for spec, future in variant_futures.items()}
         timings["sweep"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -48,17 +48,23 @@ class RunSpec:
     eval_seed: int = 0  # which held-out set: 0 the test set, 1 the validation set for tuning
     eval_every: int = 0  # also evaluate every this many steps (a training curve); 0: at the end
     also_eval: tuple = ()  # also score these tasks' held-out sets at the end, e.g. ("copyrev",)
+    use_rslora: bool = False  # LoRA's scaling lora_alpha / √r instead of lora_alpha / r (rsLoRA)
 
     def __post_init__(self):
         if not isinstance(self.also_eval, tuple) or not all(map(_is_task, self.also_eval)):
             raise ValueError(f"RunSpec: also_eval must be a tuple of task names ({tasks.TASKS} or "
                              f"kv<N>, N >= 1), got {self.also_eval!r}")
+        if not isinstance(self.use_rslora, bool):
+            raise ValueError(f"RunSpec: use_rslora must be True or False, got {self.use_rslora!r}")
 
     def key(self) -> str:
         """A readable, stable name of the training run (``eval_every`` and ``also_eval`` left
-        out: they only observe, they do not change the weights)."""
+        out: they only observe, they do not change the weights; ``use_rslora`` left out when
+        False, so the keys, and LoRA's init seeds, of runs made before it existed stay as they were)."""
         fields = asdict(replace(self, eval_every=0))
         fields.pop("also_eval")
+        if not self.use_rslora:
+            fields.pop("use_rslora")
         fields["base"] = self.base.digest()
         return json.dumps(fields, sort_keys=True)
 
@@ -116,7 +122,8 @@ def run_one(spec: RunSpec, cache: str | None = None) -> dict:
     if spec.method in ("lora", "full"):
         if spec.method == "lora":
             targets = "all-linear" if spec.targets == ALL_LINEAR else list(spec.targets)
-            config = LoraConfig(r=spec.r, lora_alpha=spec.lora_alpha, target_modules=targets)
+            config = LoraConfig(r=spec.r, lora_alpha=spec.lora_alpha, target_modules=targets,
+                                use_rslora=spec.use_rslora)
             model = get_lora_model(model, config, seed=spec.init_seed())
         optimizer = AdamW(model.parameters(), lr=spec.lr, betas=spec.betas, weight_decay=0.0)
         scheduler = get_cosine_schedule_with_warmup(optimizer, spec.warmup, spec.steps)
