@@ -58,6 +58,7 @@ class TaskSetting:
     lr_grid: tuple = (1e-2,)  # the first candidates ``minilora tune`` tries; one entry: no tuning
     tuned_rows: tuple = ()  # the rows whose every r gets its own rate from ``minilora tune``
     full_lr: float = 3e-3  # full fine-tuning's learning rate (the prototype's)
+    baseline_lrs: tuple = ()  # (method, lr) pairs for Figure 2, chosen by minilora tune --baselines
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,23 @@ class Setup:
     effective_energy: float = 0.9  # effective rank: singular values holding 90% of ‖ΔW‖_F²
     mitigation_tasks: tuple = ("perm",)  # the forgetting runs whose adapters are mitigated
     mitigation_lambdas: tuple = (0.0, 0.25, 0.5, 0.75, 1.0)  # 0.75: PEFT's default
+    # The 2021 baselines against LoRA (baselines_budget.py, Figure 2): (method, budgets) pairs;
+    # a budget is LoRA's r, the prefix length l_p or the adapters' bottleneck (0: none)
+    baseline_budgets: tuple = (("LoRA Wq,Wv", (1, 4, 16, 64)), ("LoRA all-linear", (1, 8, 64)),
+                               ("PreEmbed", (1, 4, 16)), ("PreLayer", (1, 4, 16)),
+                               ("AdapterH", (1, 8, 64)), ("AdapterL", (1, 8, 64)),
+                               ("BitFit", (0,)), ("FT", (0,)))
+    # minilora tune --baselines: each method's first candidates, tried at its middle budget
+    baseline_lr_grids: tuple = (("LoRA Wq,Wv", (5e-3, 1e-2, 2e-2)),
+                                ("LoRA all-linear", (5e-3, 1e-2, 2e-2)),
+                                ("PreEmbed", (1e-2, 3e-2, 1e-1)), ("PreLayer", (1e-2, 3e-2, 1e-1)),
+                                ("AdapterH", (1e-3, 3e-3, 1e-2)), ("AdapterL", (1e-3, 3e-3, 1e-2)),
+                                ("BitFit", (3e-3, 1e-2, 3e-2)), ("FT", (3e-4, 1e-3, 3e-3)))
+    # The data-size sweep (data_size.py): these (method, budget) cells of Figure 2 trained on
+    # finite sets of these sizes (same steps: many passes over a small set)
+    data_tasks: tuple = ("rev",)
+    data_sizes: tuple = (64, 256, 1024, 8192)
+    data_cells: tuple = (("LoRA Wq,Wv", 1), ("LoRA Wq,Wv", 16), ("FT", 0))
 
     def targets(self, label: str) -> tuple:
         return TARGET_SETS[label]
@@ -143,6 +161,10 @@ QUICK = Setup(
     forgetting_ranks=(1, 16),
     forgetting_full_lrs=(3e-4, 3e-3),
     mitigation_lambdas=(0.0, 0.75, 1.0),
+    baseline_budgets=(("LoRA Wq,Wv", (1, 4)), ("PreEmbed", (1, 4)), ("PreLayer", (2,)),
+                      ("AdapterH", (1, 4)), ("AdapterL", (2,)), ("BitFit", (0,)), ("FT", (0,))),
+    data_sizes=(16, 256),
+    data_cells=(("LoRA Wq,Wv", 1), ("FT", 0)),
     wide_base=PretrainConfig(model=GPTConfig(vocab_size=tasks.VOCAB_SIZE,
                                              block_size=tasks.BLOCK_SIZE, n_layer=2, n_head=4,
                                              n_embd=128),
