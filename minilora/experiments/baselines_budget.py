@@ -213,9 +213,9 @@ def _verdicts(d: dict, task: str) -> str:
         best, last = _best(d, task, label)[1]["mean"], _summary(d, rows[-1])["mean"]
         (falls if last < best - DEGRADE else holds).append(
             f"{label} {fmt(best)} → {fmt(last)} at {_name(d, rows[-1]).split(' ')[-1]}")
-    lines.append(f"- {task}: largest budget more than {DEGRADE:g} below the method's best: "
-                 + ("; ".join(falls) if falls else "none")
-                 + ". Within it: " + ("; ".join(holds) if holds else "none") + ".")
+    lines.append(f"- {task}: the mean at the largest budget tried is more than {DEGRADE:g} "
+                 f"below the method's best (best → largest) for " + ("; ".join(falls) or "none")
+                 + f"; within {DEGRADE:g} of it for " + ("; ".join(holds) or "none") + ".")
     return "\n".join(lines) + "\n"
 
 

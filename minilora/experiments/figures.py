@@ -221,13 +221,14 @@ def run_tuning(setup, out_dir: str | Path = "figures", jobs: int = 1, executor=N
         grids, spec_of, stem = first_grids(setup), tuning_spec, "learning_rate_tuning"
         lrs = setup_lrs(setup)
         recorded = {cell: lrs.get(cell, lrs[cell[:2]]) for cell in grids}
+    extensions = setup.baseline_lr_extensions if group == "baselines" else setup.lr_extensions
     with process_pool(jobs) if executor is None else nullcontext(executor) as pool:
-        for _ in range(setup.lr_extensions + 1):
+        for round_ in range(extensions + 1):
             run_specs(tuning_specs(setup, grids, spec_of), pool, progress=progress,
                       results=results)
             chosen, table = choose_lrs(setup, grids, results, spec_of)
             wider = extend_grids(setup, grids, chosen)
-            if wider == grids:
+            if wider == grids or round_ == extensions:  # the grids written are those run
                 break
             grids = wider
     disagree = [f"{task} {label} r={r}: search {c['lr']:g}, config {recorded[(task, label, r)]}"
