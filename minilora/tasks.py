@@ -51,6 +51,9 @@ evaluation set from ``default_rng([EVAL, seed])``. x and F do not depend on the 
 ``rev`` and ``perm`` see the same inputs for the same seed and step; only the targets differ.
 A kv table is fixed, as π is: ``default_rng([TABLE, KV_SEED, 0])`` draws its keys, ``[..., 1]``
 its values; a batch draws which pairs it asks from ``[TRAIN, seed, step]``.
+A finite training set of n sequences (the data-size sweep: how much data, not how many steps)
+is drawn once from ``default_rng([TRAIN_SET, seed, n])``, and the batch of ``(seed, step)``
+draws its rows from that set with ``[TRAIN, seed, step]``.
 Generation happens on the host (NumPy); batches are handed over with ``backend.from_numpy``.
 """
 from __future__ import annotations
@@ -71,7 +74,8 @@ SEQ_LEN = 8  # L: length of x and of y
 BLOCK_SIZE = 2 * SEQ_LEN + 1  # the model reads all but the last token: [F, x, SEP, y1..y(L-1)]
 
 TASKS = ("copyrev", "rev", "perm")  # and the kv<N> family: kv_task(N)
-TRAIN, EVAL, TABLE = 0, 1, 2  # first word of the seed sequence: no two uses share draws
+TRAIN, EVAL, TABLE, TRAIN_SET = 0, 1, 2, 3  # first word of the seed sequence: no two
+# uses share draws
 PERM_SEED = 2021  # fixes π (LoRA's arXiv year)
 KV_SEED = 2025  # fixes the kv tables (the year of "LoRA Without Regret"'s capacity claim)
 
@@ -194,6 +198,24 @@ def batch(task: str, batch_size: int, seed: int, step: int):
 def batch_fn(task: str, batch_size: int, seed: int):
     """``get_batch(step)`` for ``train.train``: fresh samples every step, keyed by (seed, step)."""
     return lambda step: batch(task, batch_size, seed, step)
+
+
+def train_set(task: str, n: int, seed: int) -> np.ndarray:
+    """The finite training set of n sequences of ``seed``, as an (n, 2L+2) int64 array."""
+    n = check_int("train_set: n", n, low=1)
+    return sequences(task, n, np.random.default_rng([TRAIN_SET, seed, n]))
+
+
+def finite_batch_fn(task: str, batch_size: int, seed: int, n: int):
+    """``get_batch(step)`` drawing ``batch_size`` rows (with replacement) of the n sequences of
+    :func:`train_set`, keyed by (seed, step): many passes over little data, where a model can
+    overfit."""
+    seqs = train_set(task, n, seed)  # (n, 2L+2)
+
+    def get_batch(step: int):
+        rows = np.random.default_rng([TRAIN, seed, step]).integers(0, n, size=batch_size)
+        return _to_backend(inputs_targets(seqs[rows]))  # (batch_size, 2L+1) each
+    return get_batch
 
 
 def eval_set(task: str, n: int = 1024, seed: int = 0, batch_size: int = 512) -> list[tuple]:

@@ -24,6 +24,10 @@ EXPERIMENT_HELP = {
     "mitigation": "intruder dimensions scaled by λ: forgetting recovered against accuracy lost",
     "lr-sweep": "held-out loss against learning rate per r, at α/r and α/√r, and full fine-tuning",
     "capacity": "memorizing N key → value pairs: accuracy against N per r and full fine-tuning",
+    "baselines-budget": "accuracy against trainable parameters: LoRA, FT, BitFit, prefix, "
+                        "adapters (Figure 2)",
+    "data-size": "LoRA against full fine-tuning on finite training sets (the regularization "
+                 "reading)",
 }
 
 
@@ -59,7 +63,10 @@ def add_commands(commands) -> None:
                     "candidate for every (target set, r) the tables report, on the tuning seeds, "
                     "scored on a validation set; the grid grows past an edge winner.")
     _common(p)
-    p.set_defaults(run=_run_tune)
+    p.add_argument("--baselines", dest="group", action="store_const", const="baselines",
+                   help="instead: each method of Figure 2 (the 2021 baselines and LoRA) on "
+                        "each task, at its middle budget")
+    p.set_defaults(run=_run_tune, group=None)
     p = commands.add_parser(
         "findings", help="write figures/FINDINGS.md (and the README's findings blocks) "
                          "from the data files, rerunning nothing",
@@ -150,7 +157,7 @@ def _run_tune(args) -> int:
     _check_out(args.out)
     with _executor(args.scheduler) as executor:
         result = run_tuning(_setup(args), args.out, args.jobs, executor=executor,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, group=args.group)
     for (task, label, r), c in result["chosen"].items():
         note = "" if c["learns"] else "  (no candidate leaves the plateau: the choice means nothing)"
         note += "  (at an edge of the grid)" if c["edge"] and c["learns"] else ""
@@ -159,7 +166,10 @@ def _run_tune(args) -> int:
     for (task, label, r), c in result["chosen"].items():
         by_task.setdefault(task, []).append((label, r, c["lr"]))
     for task, triples in by_task.items():
-        print(f"config.py, {task}: lrs={tuple(triples)!r}")
+        if args.group == "baselines":
+            print(f"config.py, {task}: baseline_lrs={tuple((m, lr) for m, _, lr in triples)!r}")
+        else:
+            print(f"config.py, {task}: lrs={tuple(triples)!r}")
     for line in result["disagree"]:
         print(f"differs from config.py: {line}")
     return 1 if result["disagree"] else 0

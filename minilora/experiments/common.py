@@ -96,14 +96,18 @@ def first_grids(setup: Setup) -> dict:
             for label, r in tuned_cells(setup, task)}
 
 
-def tuning_specs(setup: Setup, grids: dict) -> list[RunSpec]:
-    return [tuning_spec(setup, task, label, r, lr, seed)
+def tuning_specs(setup: Setup, grids: dict, spec_of=tuning_spec) -> list[RunSpec]:
+    """Every tuning run of ``grids``; ``spec_of(setup, task, label, r, lr, seed)`` makes one
+    (LoRA's :func:`tuning_spec`, or another method's, e.g. the baselines' of Figure 2)."""
+    return [spec_of(setup, task, label, r, lr, seed)
             for (task, label, r), grid in grids.items() for lr in grid
             for seed in setup.tuning_seeds]
 
 
-def choose_lrs(setup: Setup, grids: dict, results: dict) -> tuple[dict, list[dict]]:
-    """``({(task, label, r): choice}, tuning table)`` from the tuning runs' results (by key).
+def choose_lrs(setup: Setup, grids: dict, results: dict,
+               spec_of=tuning_spec) -> tuple[dict, list[dict]]:
+    """``({(task, label, r): choice}, tuning table)`` from the tuning runs' results (by key),
+    the runs made by ``spec_of`` as in :func:`tuning_specs`.
 
     The best mean validation accuracy over the tuning seeds wins; a tie goes to the lower
     mean validation loss. ``choice`` says the winner, whether it sits at an edge of its grid,
@@ -113,7 +117,7 @@ def choose_lrs(setup: Setup, grids: dict, results: dict) -> tuple[dict, list[dic
     for (task, label, r), grid in grids.items():
         scored = []
         for lr in sorted(grid):
-            runs = [results[tuning_spec(setup, task, label, r, lr, s).key()]
+            runs = [results[spec_of(setup, task, label, r, lr, s).key()]
                     for s in setup.tuning_seeds]
             accuracy = sum(res["accuracy"] for res in runs) / len(runs)
             loss = sum(res["loss"] for res in runs) / len(runs)

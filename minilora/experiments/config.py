@@ -26,6 +26,15 @@ figures/learning_rate_tuning.json), so the figures do not repeat the search; ``m
 says if the two ever disagree. Cells where no candidate leaves the plateau keep the winner of
 the grid, which then means nothing. "rev" (at its ceiling) and Table 5's other cells use the
 task's rate, 1e-2, untuned; full fine-tuning 3e-3, untuned.
+
+The baselines' group (``minilora figures --baselines``: Figure 2 and the data-size sweep) has
+one rate per (task, method), LoRA and FT included, chosen by ``minilora tune --baselines`` the
+same way (the method's middle budget, the tuning seeds, a grid grown past an edge winner) and
+recorded in ``TaskSetting.baseline_lrs``; its runs are in figures/baselines_lr_tuning.json.
+What is cut to fit its budget (10 minutes on 2 cores): prefix lengths above 16 (the sequence,
+and the attention's cost, grows with l_p), LoRA {Wq,Wv} at three ranks, all-linear LoRA and the
+adapters at two budgets each (their middle budget, where the rate was tuned, and 1), and the
+data-size sweep on "rev" only (three sizes, three cells).
 """
 from __future__ import annotations
 
@@ -58,6 +67,7 @@ class TaskSetting:
     lr_grid: tuple = (1e-2,)  # the first candidates ``minilora tune`` tries; one entry: no tuning
     tuned_rows: tuple = ()  # the rows whose every r gets its own rate from ``minilora tune``
     full_lr: float = 3e-3  # full fine-tuning's learning rate (the prototype's)
+    baseline_lrs: tuple = ()  # (method, lr) pairs for Figure 2, chosen by minilora tune --baselines
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,24 @@ class Setup:
     capacity_steps: int = 200
     capacity_lora_lr: float = 4e-2  # best of {1e-2, 2e-2, 4e-2} on kv64, r = 16, one seed
     capacity_full_lr: float = 3e-3  # best of {1e-3, 3e-3, 1e-2} on kv256, one seed
+    # The 2021 baselines against LoRA (baselines_budget.py, Figure 2): (method, budgets) pairs;
+    # a budget is LoRA's r, the prefix length l_p or the adapters' bottleneck (0: none)
+    baseline_budgets: tuple = (("LoRA Wq,Wv", (1, 16, 64)), ("LoRA all-linear", (1, 8)),
+                               ("PreEmbed", (1, 4, 16)), ("PreLayer", (1, 4, 16)),
+                               ("AdapterH", (1, 8)), ("AdapterL", (1, 8)),
+                               ("BitFit", (0,)), ("FT", (0,)))
+    # minilora tune --baselines: each method's first candidates, tried at its middle budget
+    baseline_lr_grids: tuple = (("LoRA Wq,Wv", (5e-3, 1e-2, 2e-2)),
+                                ("LoRA all-linear", (5e-3, 1e-2, 2e-2)),
+                                ("PreEmbed", (1e-2, 3e-2, 1e-1)), ("PreLayer", (1e-2, 3e-2, 1e-1)),
+                                ("AdapterH", (1e-3, 3e-3, 1e-2)), ("AdapterL", (1e-3, 3e-3, 1e-2)),
+                                ("BitFit", (3e-3, 1e-2, 3e-2)), ("FT", (3e-4, 1e-3, 3e-3)))
+    baseline_lr_extensions: int = 4  # as lr_extensions, for minilora tune --baselines
+    # The data-size sweep (data_size.py): these (method, budget) cells of Figure 2 trained on
+    # finite sets of these sizes (same steps: many passes over a small set)
+    data_tasks: tuple = ("rev",)
+    data_sizes: tuple = (64, 512, 4096)
+    data_cells: tuple = (("LoRA Wq,Wv", 1), ("LoRA Wq,Wv", 16), ("FT", 0))
 
     def targets(self, label: str) -> tuple:
         return TARGET_SETS[label]
@@ -120,12 +148,20 @@ FULL_RANKS = (1, 2, 4, 8, 16, 32, 64)
 FULL = Setup(
     name="full",
     base=PretrainConfig(),
-    tasks={"rev": TaskSetting(steps=100, rows=(("Wq", ()), ("Wq,Wv", ()))),
+    tasks={"rev": TaskSetting(steps=100, rows=(("Wq", ()), ("Wq,Wv", ())),
+                              baseline_lrs=(("LoRA Wq,Wv", 0.02), ("LoRA all-linear", 0.02),
+                                            ("PreEmbed", 0.01), ("PreLayer", 0.03),
+                                            ("AdapterH", 0.04), ("AdapterL", 0.01),
+                                            ("BitFit", 0.12), ("FT", 0.006))),
            "perm": TaskSetting(steps=400, rows=(("Wq,Wv", ()),),
                                lr_grid=(1e-2, 2e-2), tuned_rows=("Wq,Wv",),
                                lrs=(("Wq,Wv", 1, 1e-2), ("Wq,Wv", 2, 2e-2), ("Wq,Wv", 4, 2e-2),
                                     ("Wq,Wv", 8, 2e-2), ("Wq,Wv", 16, 2e-2),
-                                    ("Wq,Wv", 32, 1e-2), ("Wq,Wv", 64, 1e-2)))},
+                                    ("Wq,Wv", 32, 1e-2), ("Wq,Wv", 64, 1e-2)),
+                               baseline_lrs=(("LoRA Wq,Wv", 0.02), ("LoRA all-linear", 0.005),
+                                             ("PreEmbed", 0.1), ("PreLayer", 0.1),
+                                             ("AdapterH", 0.01), ("AdapterL", 0.01),
+                                             ("BitFit", 0.003), ("FT", 0.003)))},
     ranks=FULL_RANKS,
     seeds=(0, 1, 2, 3, 4),
     wide_base=PretrainConfig(model=GPTConfig(vocab_size=tasks.VOCAB_SIZE,
@@ -163,6 +199,10 @@ QUICK = Setup(
     capacity_pairs=(16, 64),
     capacity_ranks=(1,),
     capacity_steps=40,
+    baseline_budgets=(("LoRA Wq,Wv", (1, 4)), ("PreEmbed", (1, 4)), ("PreLayer", (2,)),
+                      ("AdapterH", (1, 4)), ("AdapterL", (2,)), ("BitFit", (0,)), ("FT", (0,))),
+    data_sizes=(16, 256),
+    data_cells=(("LoRA Wq,Wv", 1), ("FT", 0)),
     wide_base=PretrainConfig(model=GPTConfig(vocab_size=tasks.VOCAB_SIZE,
                                              block_size=tasks.BLOCK_SIZE, n_layer=2, n_head=4,
                                              n_embd=128),

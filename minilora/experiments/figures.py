@@ -18,8 +18,9 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from . import (curves, delta_w, forgetting, intruders, latency, memory, mitigation, qlora,
-               quantization, rank_ablation, rslora, subspace, target_modules, variant_curves)
+from . import (baselines_budget, curves, data_size, delta_w, forgetting, intruders, latency,
+               memory, mitigation, qlora, quantization, rank_ablation, rslora, subspace,
+               target_modules, variant_curves)
 from . import capacity, lr_sweep  # after the paper: the learning rate LoRA needs, capacity
 from .common import lrs_table, setup_lrs, write_csv, write_json
 from .findings import write_findings
@@ -58,7 +59,10 @@ AFTER_PAPER: dict = {
     "lr-sweep": lr_sweep,  # the learning rate LoRA needs against full FT's (LoRA Without Regret)
     "capacity": capacity,  # N key → value pairs: where LoRA falls behind full FT (same)
 }
-BASELINES: dict = {}
+BASELINES: dict = {
+    "baselines-budget": baselines_budget,  # accuracy against trainable parameters (Figure 2)
+    "data-size": data_size,  # LoRA against FT on finite training sets (the regularization reading)
+}
 GROUPS = {"after-paper": AFTER_PAPER, "baselines": BASELINES}
 
 
@@ -200,8 +204,9 @@ def _flat(specs) -> list:
 
 
 def run_tuning(setup, out_dir: str | Path = "figures", jobs: int = 1, executor=None,
-               progress: bool = True) -> dict:
-    """``minilora tune``: the learning-rate search; writes learning_rate_tuning.json/.csv.
+               progress: bool = True, group: str | None = None) -> dict:
+    """``minilora tune``: the learning-rate search; writes learning_rate_tuning.json/.csv
+    (``group="baselines"``: Figure 2's methods, baselines_lr_tuning.json/.csv).
 
     Every (task, target set, r) the tables report, on each candidate of the task's grid and
     every tuning seed. Where the winner sits at an edge of its grid (and learns at all), the
@@ -210,30 +215,36 @@ def run_tuning(setup, out_dir: str | Path = "figures", jobs: int = 1, executor=N
     Returns ``{"chosen": {...}, "recorded": {...}, "disagree": [...]}``: what the search
     picks against what config.py records.
     """
-    from .common import choose_lrs, extend_grids, first_grids, tuning_specs
+    from .common import choose_lrs, extend_grids, first_grids, tuning_spec, tuning_specs
 
     out_dir = Path(out_dir)
     load_or_pretrain(setup.base, progress=progress)
     results: dict = {}
-    grids = first_grids(setup)
+    if group == "baselines":
+        from . import baselines_budget as search
+        grids, spec_of, stem = search.first_grids(setup), search.tuning_spec, "baselines_lr_tuning"
+        recorded = search.recorded_lrs(setup)
+    else:
+        grids, spec_of, stem = first_grids(setup), tuning_spec, "learning_rate_tuning"
+        lrs = setup_lrs(setup)
+        recorded = {cell: lrs.get(cell, lrs[cell[:2]]) for cell in grids}
+    extensions = setup.baseline_lr_extensions if group == "baselines" else setup.lr_extensions
     with process_pool(jobs) if executor is None else nullcontext(executor) as pool:
-        for _ in range(setup.lr_extensions + 1):
-            run_specs(tuning_specs(setup, grids), pool, progress=progress, results=results)
-            chosen, table = choose_lrs(setup, grids, results)
+        for round_ in range(extensions + 1):
+            run_specs(tuning_specs(setup, grids, spec_of), pool, progress=progress,
+                      results=results)
+            chosen, table = choose_lrs(setup, grids, results, spec_of)
             wider = extend_grids(setup, grids, chosen)
-            if wider == grids:
+            if wider == grids or round_ == extensions:  # the grids written are those run
                 break
             grids = wider
-    recorded = setup_lrs(setup)
-    disagree = [f"{task} {label} r={r}: search {c['lr']:g}, config "
-                f"{recorded.get((task, label, r), recorded[(task, label)]):g}"
-                for (task, label, r), c in chosen.items()
-                if c["lr"] != recorded.get((task, label, r), recorded[(task, label)])]
-    write_json(out_dir / "learning_rate_tuning.json",
+    disagree = [f"{task} {label} r={r}: search {c['lr']:g}, config {recorded[(task, label, r)]}"
+                for (task, label, r), c in chosen.items() if c["lr"] != recorded[(task, label, r)]]
+    write_json(out_dir / f"{stem}.json",
                {"setup": setup.name, "tuning_seeds": list(setup.tuning_seeds),
                 "chosen": [{"task": t, "targets": label, "r": r, "grid": grids[(t, label, r)], **c}
                            for (t, label, r), c in chosen.items()],
                 "runs": table})
     if table:
-        write_csv(out_dir / "learning_rate_tuning.csv", table)
+        write_csv(out_dir / f"{stem}.csv", table)
     return {"chosen": chosen, "recorded": recorded, "disagree": disagree}

@@ -1,7 +1,8 @@
 """One fine-tuning run, named by a key; many runs through any ``concurrent.futures.Executor``.
 
-A :class:`RunSpec` says everything a run depends on (base model, task, LoRA or full
-fine-tuning, targets, r, seed, steps, learning rate, batch size). Every random draw of the run
+A :class:`RunSpec` says everything a run depends on (base model, task, method: LoRA, full
+fine-tuning or one of the paper's 2021 baselines, targets, r, seed, steps, learning rate, batch
+size, and the training data: the fresh stream, or a finite set of ``train_size`` sequences). Every random draw of the run
 comes from the spec itself, never from the order runs happen in:
 
 * the training batches from ``(spec.seed, step)`` (tasks.py): runs that differ only in the
@@ -34,9 +35,11 @@ BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 class RunSpec:
     base: PretrainConfig  # the pre-trained model the run starts from
     task: str  # downstream task: "rev" or "perm" (tasks.py)
-    method: str  # "lora", "full" (every weight trains) or "base" (no training: the reference)
+    method: str  # "lora", "full" (every weight trains), "base" (no training: the reference),
+    # or a baseline of the paper (METHODS below): "bitfit", "prefix-embed", "prefix-layer",
+    # "adapter-h", "adapter-l"
     targets: tuple = ()  # LoRA's target_modules, e.g. ("q_proj", "v_proj"), or ALL_LINEAR
-    r: int = 0  # LoRA rank
+    r: int = 0  # the budget: LoRA's rank, the prefix length l_p, or the adapters' bottleneck
     seed: int = 0  # data stream (and, hashed with the rest of the key, LoRA's init)
     steps: int = 0  # optimizer steps
     lr: float = 0.0  # peak learning rate: linear warm-up, then cosine decay to 0
@@ -49,6 +52,7 @@ class RunSpec:
     eval_every: int = 0  # also evaluate every this many steps (a training curve); 0: at the end
     also_eval: tuple = ()  # also score these tasks' held-out sets at the end, e.g. ("copyrev",)
     use_rslora: bool = False  # LoRA's scaling lora_alpha / √r instead of lora_alpha / r (rsLoRA)
+    train_size: int = 0  # train on this many sequences (tasks.train_set); 0: the fresh stream
 
     def __post_init__(self):
         if not isinstance(self.also_eval, tuple) or not all(map(_is_task, self.also_eval)):
@@ -56,15 +60,21 @@ class RunSpec:
                              f"kv<N>, N >= 1), got {self.also_eval!r}")
         if not isinstance(self.use_rslora, bool):
             raise ValueError(f"RunSpec: use_rslora must be True or False, got {self.use_rslora!r}")
+        if isinstance(self.train_size, bool) or not isinstance(self.train_size, int) \
+                or self.train_size < 0:
+            raise ValueError(f"RunSpec: train_size must be an int >= 0 (0: the fresh stream), "
+                             f"got {self.train_size!r}")
 
     def key(self) -> str:
         """A readable, stable name of the training run (``eval_every`` and ``also_eval`` left
-        out: they only observe, they do not change the weights; ``use_rslora`` left out when
-        False, so the keys, and LoRA's init seeds, of runs made before it existed stay as they were)."""
+        out: they only observe, they do not change the weights; ``use_rslora`` and
+        ``train_size`` left out at their defaults, so the keys, and LoRA's init seeds, of runs
+        made before they existed stay as they were)."""
         fields = asdict(replace(self, eval_every=0))
         fields.pop("also_eval")
-        if not self.use_rslora:
-            fields.pop("use_rslora")
+        for name, default in (("use_rslora", False), ("train_size", 0)):
+            if fields[name] == default:
+                fields.pop(name)
         fields["base"] = self.base.digest()
         return json.dumps(fields, sort_keys=True)
 
@@ -73,8 +83,10 @@ class RunSpec:
         return int.from_bytes(hashlib.sha256(self.key().encode()).digest()[:4], "little")
 
     def label(self) -> str:
-        if self.method != "lora":
+        if self.method in ("full", "base", "bitfit"):
             return f"{self.task} {self.method} seed {self.seed}"
+        if self.method != "lora":
+            return f"{self.task} {self.method} {self.r} seed {self.seed}"
         return f"{self.task} {','.join(self.targets)} r={self.r} seed {self.seed}"
 
 
@@ -101,6 +113,53 @@ def _base_model(config: PretrainConfig, cache: str | None):
     return model
 
 
+# -- the methods: each builds its trainable model from the base model and the spec ------------
+def _lora(model, spec: RunSpec):
+    from ..lora import LoraConfig, get_lora_model
+
+    targets = "all-linear" if spec.targets == ALL_LINEAR else list(spec.targets)
+    config = LoraConfig(r=spec.r, lora_alpha=spec.lora_alpha, target_modules=targets,
+                        use_rslora=spec.use_rslora)
+    return get_lora_model(model, config, seed=spec.init_seed())
+
+
+def _bitfit(model, spec: RunSpec):
+    from ..baselines.bitfit import apply_bitfit
+    return apply_bitfit(model)
+
+
+def _prefix(kind: str):
+    def build(model, spec: RunSpec):  # l_p = r virtual tokens, drawn from the key's seed
+        from ..baselines.prefix import add_prefix
+        return add_prefix(model, kind, spec.r, seed=spec.init_seed())
+    return build
+
+
+def _adapters(kind: str):
+    def build(model, spec: RunSpec):  # bottleneck m = r; W_down drawn from the key's seed
+        from ..baselines.adapter_layers import add_adapter_layers
+        return add_adapter_layers(model, kind, spec.r, seed=spec.init_seed())
+    return build
+
+
+METHODS = {
+    "full": lambda model, spec: model,  # every weight trains
+    "lora": _lora,
+    "bitfit": _bitfit,
+    "prefix-embed": _prefix("embed"),
+    "prefix-layer": _prefix("layer"),
+    "adapter-h": _adapters("H"),
+    "adapter-l": _adapters("L"),
+}
+
+
+def _batches(spec: RunSpec):
+    """The training batches: the fresh stream of the seed, or its finite set of train_size."""
+    if spec.train_size:
+        return tasks.finite_batch_fn(spec.task, spec.batch_size, spec.seed, spec.train_size)
+    return tasks.batch_fn(spec.task, spec.batch_size, spec.seed)
+
+
 @fast.enabled()  # the experiments' numbers are the fast path's, whoever calls
 def run_one(spec: RunSpec, cache: str | None = None) -> dict:
     """Fine-tune (or just evaluate) as ``spec`` says; returns plain data (NumPy arrays inside).
@@ -109,39 +168,25 @@ def run_one(spec: RunSpec, cache: str | None = None) -> dict:
     layer; for full fine-tuning, the fine-tuned weight of every Linear but lm_head.
     ``also_eval`` holds :func:`held_out_scores` of each task in ``spec.also_eval``.
     """
-    from .. import backend
-    from ..lora import LoraConfig, get_lora_model
-    from ..nn import Linear
     from ..optim import AdamW, get_cosine_schedule_with_warmup
     from ..train import evaluate, train
 
+    if spec.method != "base" and spec.method not in METHODS:
+        raise ValueError(f"RunSpec: unknown method {spec.method!r}: expected 'base' or one of "
+                         f"{sorted(METHODS)}")
     start = time.perf_counter()
     model = _base_model(spec.base, cache)
     eval_batches = tasks.eval_set(spec.task, spec.eval_size, seed=spec.eval_seed)
     history, weights = None, {}
-    if spec.method in ("lora", "full"):
-        if spec.method == "lora":
-            targets = "all-linear" if spec.targets == ALL_LINEAR else list(spec.targets)
-            config = LoraConfig(r=spec.r, lora_alpha=spec.lora_alpha, target_modules=targets,
-                                use_rslora=spec.use_rslora)
-            model = get_lora_model(model, config, seed=spec.init_seed())
+    if spec.method in METHODS:
+        model = METHODS[spec.method](model, spec)
         optimizer = AdamW(model.parameters(), lr=spec.lr, betas=spec.betas, weight_decay=0.0)
         scheduler = get_cosine_schedule_with_warmup(optimizer, spec.warmup, spec.steps)
-        history = train(model, optimizer, tasks.batch_fn(spec.task, spec.batch_size, spec.seed),
-                        spec.steps, scheduler=scheduler, eval_every=spec.eval_every,
+        history = train(model, optimizer, _batches(spec), spec.steps, scheduler=scheduler,
+                        eval_every=spec.eval_every,
                         evaluate_fn=(lambda m: evaluate(m, eval_batches)) if spec.eval_every
                         else None)
-        if spec.method == "lora":
-            for path, layer in model.lora_layers():
-                weights[path] = {"A": backend.to_numpy(layer.lora_A["default"].weight.data),
-                                 "B": backend.to_numpy(layer.lora_B["default"].weight.data),
-                                 "scaling": layer.scaling["default"]}
-        else:
-            for path, layer in model.named_modules():
-                if isinstance(layer, Linear) and not path.endswith("lm_head"):
-                    weights[path] = {"W": backend.to_numpy(layer.weight.data)}
-    elif spec.method != "base":
-        raise ValueError(f"unknown method {spec.method!r}: expected 'lora', 'full' or 'base'")
+        weights = _weights(model, spec.method)
     final = evaluate(model, eval_batches)
     trainable = model.num_parameters(only_trainable=True) if spec.method != "base" else 0
     return {"key": spec.key(), "accuracy": final["accuracy"], "loss": final["loss"],
@@ -151,6 +196,23 @@ def run_one(spec: RunSpec, cache: str | None = None) -> dict:
             "train_loss": history.loss if history else [],
             "curve": history.evals if history else [],
             "weights": weights, "seconds": time.perf_counter() - start}
+
+
+def _weights(model, method: str) -> dict:
+    """What the analyses read: A, B and scaling of every LoRA layer; every Linear's W (but
+    lm_head's) after full fine-tuning; nothing for the baselines."""
+    from .. import backend
+    from ..nn import Linear
+
+    if method == "lora":
+        return {path: {"A": backend.to_numpy(layer.lora_A["default"].weight.data),
+                       "B": backend.to_numpy(layer.lora_B["default"].weight.data),
+                       "scaling": layer.scaling["default"]} for path, layer in model.lora_layers()}
+    if method == "full":
+        return {path: {"W": backend.to_numpy(layer.weight.data)}
+                for path, layer in model.named_modules()
+                if isinstance(layer, Linear) and not path.endswith("lm_head")}
+    return {}
 
 
 def run_specs(specs, executor=None, cache: str | None = None, progress: bool = True,
