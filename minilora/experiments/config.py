@@ -34,7 +34,7 @@ recorded in ``TaskSetting.baseline_lrs``; its runs are in figures/baselines_lr_t
 What is cut to fit its budget (10 minutes on 2 cores): prefix lengths above 16 (the sequence,
 and the attention's cost, grows with l_p), LoRA {Wq,Wv} at three ranks, all-linear LoRA and the
 adapters at two budgets each (their middle budget, where the rate was tuned, and 1), and the
-data-size sweep on "rev" only (three sizes, three cells).
+data-size sweep on "rev" only (five sizes, three cells).
 """
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ class Setup:
     # The data-size sweep (data_size.py): these (method, budget) cells of Figure 2 trained on
     # finite sets of these sizes (same steps: many passes over a small set)
     data_tasks: tuple = ("rev",)
-    data_sizes: tuple = (64, 512, 4096)
+    data_sizes: tuple = (4, 16, 64, 512, 4096)  # FT overfits at n <= 16; all at the ceiling from 512
     data_cells: tuple = (("LoRA Wq,Wv", 1), ("LoRA Wq,Wv", 16), ("FT", 0))
 
     def targets(self, label: str) -> tuple:
