@@ -149,8 +149,8 @@ def plot(data: dict, out_dir) -> list:
     d = data["capacity"]
     fig, axes = new_figure(1, 1, figsize=(5.2, 3.6), squeeze=False)
     ax = axes[0][0]
-    colors = ["tab:blue", "tab:orange", "tab:green", "tab:purple"][:len(d["ranks"])]
-    for color, (m, r) in zip(colors + ["black"],  # one colour per rank; full FT black
+    colors = [f"C{i}" for i in range(len(d["ranks"]))] + ["black"]  # full FT black, any ranks
+    for color, (m, r) in zip(colors,
                              [("lora", r) for r in d["ranks"]] + [("full", 0)]):
         st = [_stats(pick(d, p, m, r)["accuracy"]) for p in d["pairs"]]
         ax.plot(d["pairs"], [s["mean"] for s in st], marker="o", color=color, markersize=4,
